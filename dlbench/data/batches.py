@@ -1,0 +1,83 @@
+"""Batching of in-memory tensors on the training device.
+
+For data that fits in memory, a DataLoader costs a worker hand-off, per-sample indexing and a collate for every
+batch. :class:`TensorLoader` instead keeps the whole dataset as tensors on the training device (moved once) and
+yields batches by indexing with one random permutation per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+
+
+class TensorLoader:
+    """An iterable of batches ``(t1[idx], t2[idx], ...)`` over tensors that share their first dimension.
+
+    Under a distributed strategy each rank reads its own shard; as with ``DistributedSampler``, the index list is
+    padded by wrapping around so that every rank sees the same number of batches (a rank that ran out early would
+    leave the others waiting in an all-reduce).
+    """
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int, shuffle: bool = False, drop_last: bool = False,
+                 device: torch.device | str | None = None, rank: int = 0, world_size: int = 1,
+                 seed: int | None = None) -> None:
+        if not tensors:
+            raise ValueError("TensorLoader needs at least one tensor")
+        n = len(tensors[0])
+        if any(len(t) != n for t in tensors):
+            raise ValueError(f"tensors differ in length: {[len(t) for t in tensors]}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.tensors = tensors
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.device = torch.device(device) if device is not None else None
+        self.rank, self.world_size = rank, world_size
+        self.seed = torch.initial_seed() if seed is None else seed
+        self.epoch = 0
+
+    @property
+    def _per_rank(self) -> int:
+        return math.ceil(len(self.tensors[0]) / self.world_size)
+
+    def __len__(self) -> int:
+        per_rank = self._per_rank
+        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.tensors[0])
+        if self.shuffle:
+            g = torch.Generator().manual_seed((self.seed + self.epoch) % 2**63)
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.arange(n)
+        if self.world_size > 1:
+            total = self._per_rank * self.world_size
+            order = torch.cat([order, order[: total - n]]) if total > n else order
+            order = order[self.rank : total : self.world_size]
+        return order
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        if self.device is not None and self.tensors[0].device != self.device:
+            self.tensors = tuple(t.to(self.device, non_blocking=True) for t in self.tensors)
+        order = self._indices().to(self.tensors[0].device)
+        self.epoch += 1
+        stop = len(self) * self.batch_size
+        for start in range(0, stop, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield tuple(t[idx] for t in self.tensors)
+
+
+def tensor_loader(datamodule, *tensors: torch.Tensor, batch_size: int, shuffle: bool = False,
+                  drop_last: bool = False) -> TensorLoader:
+    """A :class:`TensorLoader` placed on the device and shard of ``datamodule``'s trainer (CPU, one shard, when the
+    datamodule is used without a trainer)."""
+    trainer = getattr(datamodule, "_trainer", None) or getattr(datamodule, "trainer", None)
+    if trainer is None:
+        return TensorLoader(*tensors, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
+    return TensorLoader(*tensors, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                        device=trainer.strategy.root_device, rank=trainer.global_rank, world_size=trainer.world_size)

@@ -1,0 +1,12 @@
+"""The one exception type that reaches the user as a short message instead of a traceback."""
+
+from __future__ import annotations
+
+
+class DlbenchError(Exception):
+    """A problem the user can fix. ``str(err)`` names the problem and the fix; ``exit_code`` is what the command
+    returns (2 for bad input, 1 for a failure during training)."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -1,0 +1,140 @@
+"""The LightningCLI subclass behind ``dlbench fit|validate|test|predict``."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any
+
+import lightning as L
+from jsonargparse import ArgumentError
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.model_helpers import is_overridden
+
+from dlbench import __version__
+from dlbench.callbacks import BestMetric
+from dlbench.errors import DlbenchError
+from dlbench.runner import DEFAULT_SEED, Target, _argument_error_text, linked_attributes, model_class_of, \
+    trainer_defaults
+from dlbench.tensorboard import RunLogger
+
+
+class DlbenchCLI(LightningCLI):
+    """LightningCLI with dlbench's defaults: checkpoints on the plugin's monitor, links from data to model,
+    a TensorBoard run per plugin, and a test of the best checkpoint after ``fit``."""
+
+    def __init__(self, target: Target, **kwargs: Any) -> None:
+        self.target = target
+        self.plugin_model_class = model_class_of(target)
+        super().__init__(**kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        plugin = self.target.plugin
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.monitor": plugin.monitor if plugin else "val/loss",
+            "checkpoint.mode": plugin.mode if plugin else "min",
+            "checkpoint.save_last": True,
+            "checkpoint.filename": "best-epoch={epoch}-step={step}",
+            "checkpoint.auto_insert_metric_name": False,
+        })
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="fit only: test the best checkpoint on the test split when training ends")
+        for attr in linked_attributes(plugin, self.plugin_model_class):
+            parser.link_arguments(f"data.{attr}", f"model.init_args.{attr}", apply_on="instantiate")
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as err:
+            raise DlbenchError(f"invalid argument for {self.target.name}: {err}. Fix the value "
+                               f"(see 'dlbench info {self.target.name}' for every argument and its default).") from err
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> L.Trainer:
+        checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+        if checkpoint is not None and checkpoint.monitor:
+            callbacks.append(BestMetric(checkpoint.monitor, checkpoint.mode))
+        configured = config.get("callbacks") or []
+        wants_bar = config.get("enable_progress_bar", True) is not False
+        if wants_bar and not any(isinstance(c, ProgressBar) for c in [*configured, *callbacks]):
+            callbacks.append(TQDMProgressBar(refresh_rate=10))  # refreshing every step costs time on small models
+        trainer = super()._instantiate_trainer(config, callbacks)
+        if isinstance(trainer.logger, RunLogger) and checkpoint is not None and checkpoint.monitor:
+            trainer.logger.hparam_metrics = list(dict.fromkeys([checkpoint.monitor, f"{checkpoint.monitor}_best",
+                                                                "val/loss"]))
+        return trainer
+
+    def _run_params(self) -> dict[str, Any]:
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer_cfg = config.get("trainer", {})
+        trainer_params = {k: v for k, v in trainer_cfg.items() if isinstance(v, (int, float, str, bool))}
+        return {
+            "plugin": self.target.name,
+            "plugin_dist": f"{self.target.dist} {self.target.dist_version}",
+            "dlbench_version": __version__,
+            "seed": config.get("seed_everything"),
+            "model": {"class": type(self.model).__qualname__, **_public(self.model.hparams_initial)},
+            "data": {"class": type(self.datamodule).__qualname__,
+                     **(_public(self.datamodule.hparams_initial) if self.datamodule is not None else {})},
+            "trainer": trainer_params,
+        }
+
+    def _before(self) -> None:
+        if isinstance(self.trainer.logger, RunLogger):
+            self.trainer.logger.run_params = self._run_params()
+
+    before_fit = before_validate = before_test = before_predict = _before
+
+    def after_fit(self) -> None:
+        config = self.config_init["fit"]
+        if self.trainer.interrupted or not config.get("test_after_fit", True) or self.datamodule is None:
+            return
+        if not is_overridden("test_dataloader", self.datamodule) or not is_overridden("test_step", self.model):
+            return
+        ckpt = "best" if (self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path) \
+            else None
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+        _print_summary(self.trainer)
+
+
+def _public(hparams: Any) -> dict[str, Any]:
+    """Hyperparameters without LightningCLI's private bookkeeping keys (``_class_path``, ``_instantiator``)."""
+    return {k: v for k, v in dict(hparams).items() if not k.startswith("_")}
+
+
+def _print_summary(trainer: L.Trainer) -> None:
+    if not trainer.is_global_zero:
+        return
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    lines = [f"  {k:<28} {v:.6g}" for k, v in sorted(metrics.items())]
+    ckpt = trainer.checkpoint_callback
+    if ckpt is not None and ckpt.best_model_path:
+        lines.append(f"  {'best checkpoint':<28} {ckpt.best_model_path}")
+    if trainer.logger is not None and trainer.logger.log_dir:
+        lines.append(f"  {'run directory':<28} {trainer.logger.log_dir}")
+        lines.append(f"  see it in TensorBoard:       tensorboard --logdir {trainer.logger.save_dir}")
+    print("\nResults\n" + "\n".join(lines), file=sys.stderr)
+
+
+def build_cli(subcommand: str, target: Target) -> int:
+    # dlbench hands LightningCLI the translated command line on purpose; its warning about args beside sys.argv
+    # does not apply.
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+    try:
+        DlbenchCLI(
+            target,
+            model_class=L.LightningModule,
+            datamodule_class=L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=DEFAULT_SEED,
+            trainer_defaults=trainer_defaults(target),
+            parser_kwargs={"exit_on_error": False, "prog": f"dlbench {subcommand} --model {target.name}"},
+            args=[subcommand, *target.args],
+        )
+    except ArgumentError as err:
+        raise DlbenchError(f"bad argument: {_argument_error_text(str(err))}. "
+                           f"Run 'dlbench info {target.name}' or 'dlbench {subcommand} --model {target.name} --help' "
+                           f"for the accepted arguments.") from err
+    return 0

@@ -1,0 +1,189 @@
+"""``dlbench fit|validate|test|predict``: a plugin's classes handed to LightningCLI with dlbench's defaults.
+
+The plugin and dataset names on the command line are translated into class paths, so the rest is plain
+LightningCLI: ``--config``, ``--print_config``, dotted overrides validated against typed signatures, and a saved
+``config.yaml`` with full class paths that reproduces the run on its own.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlbench import registry
+from dlbench.errors import DlbenchError
+from dlbench.plugin import DATA_KINDS, Plugin, class_path, import_ref
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+DEFAULT_SEED = 42
+LOG_DIR = "lightning_logs"
+_MODEL, _DATA = object(), object()  # placeholders for the values of --model and --data while the line is read
+
+
+@dataclass
+class Target:
+    """What a command line asks to run, before anything heavy is imported."""
+
+    name: str
+    """Run directory name under lightning_logs/: the plugin's name."""
+    plugin: Plugin | None
+    dist: str
+    dist_version: str
+    args: list[str]
+    """The arguments for LightningCLI, with registry names replaced by class paths."""
+
+
+def _option_value(args: list[str], i: int, flag: str) -> tuple[str | None, int]:
+    """If ``args[i]`` is ``flag VALUE`` or ``flag=VALUE``, return (VALUE, items consumed)."""
+    arg = args[i]
+    if arg == flag:
+        if i + 1 >= len(args):
+            raise DlbenchError(f"{flag} needs a value, e.g. {flag} {'lstm' if flag == '--model' else 'NAME'}.")
+        return args[i + 1], 2
+    if arg.startswith(flag + "="):
+        return arg[len(flag) + 1 :], 1
+    return None, 0
+
+
+def _is_class_path(value: str) -> bool:
+    return "." in value and ":" not in value and not value.lstrip().startswith("{")
+
+
+def _config_model_class(config_files: list[str]) -> str | None:
+    """The ``model.class_path`` a config file names, if any (the last file that names one wins)."""
+    found = None
+    for path in config_files:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise DlbenchError(f"cannot read config file {path}: {err.strerror}. Check the path.") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise DlbenchError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]} "
+                               f"({getattr(err, 'problem_mark', '')}). Fix the file.".replace(" ()", "")) from None
+        model = data.get("model") if isinstance(data, dict) else None
+        if isinstance(model, dict) and isinstance(model.get("class_path"), str):
+            found = model["class_path"]
+        elif isinstance(model, str):
+            found = model
+    return found
+
+
+def parse_target(subcommand: str, args: list[str]) -> Target:
+    """Translate ``--model NAME`` / ``--data NAME`` into class paths and find the plugin the run belongs to."""
+    out: list[Any] = []
+    model_arg = data_arg = None
+    configs: list[str] = []
+    i = 0
+    while i < len(args):
+        for flag in ("--model", "--data", "--config", "-c"):
+            value, used = _option_value(args, i, flag)
+            if used:
+                break
+        if not used:
+            out.append(args[i])
+            i += 1
+            continue
+        if flag == "--model":
+            model_arg = value
+            out += ["--model", _MODEL]
+        elif flag == "--data":
+            data_arg = value
+            out += ["--data", _DATA]
+        else:
+            configs.append(value)
+            out += ["--config", value]
+        i += used
+
+    entry = None
+    if model_arg is not None and not _is_class_path(model_arg):
+        entry = registry.resolve(registry.PLUGINS, model_arg)
+        model_cp = class_path(entry.spec.model)
+    else:
+        model_cp = model_arg or _config_model_class(configs)
+        if model_cp is None:
+            raise DlbenchError(f"which model? Say 'dlbench {subcommand} --model NAME' (see 'dlbench list'), or give a "
+                               f"--config file that has a model.class_path.")
+        entry = registry.entry_for_model_class(model_cp)
+    plugin = entry.spec if entry else None
+
+    data_cp = None
+    if data_arg is not None and not _is_class_path(data_arg):
+        dataset = registry.dataset(data_arg)
+        if plugin is not None and dataset.data_kind != plugin.data_kind:
+            raise DlbenchError(
+                f"model {plugin.name!r} and data {dataset.name!r} do not fit: {plugin.name} expects {plugin.data_kind} "
+                f"data, {dataset.name} is {dataset.data_kind} data. Pick a dataset of kind {plugin.data_kind!r} "
+                f"('dlbench list --datasets') or a model for {dataset.data_kind!r} data.")
+        data_cp = class_path(dataset.datamodule)
+    elif data_arg is not None:
+        data_cp = data_arg
+
+    args_out = [model_cp if a is _MODEL else data_cp if a is _DATA else a for a in out]
+    front: list[str] = []
+    if data_arg is None and plugin is not None:
+        front += ["--data", class_path(plugin.datamodule)]
+    name = plugin.name if plugin else model_cp.rpartition(".")[2].lower()
+    dist, dist_version = (entry.dist, entry.version) if entry else ("?", "?")
+    return Target(name=name, plugin=plugin, dist=dist, dist_version=dist_version, args=front + args_out)
+
+
+def _own_version() -> str:
+    try:
+        return version("dlbench")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _argument_error_text(message: str) -> str:
+    """jsonargparse's errors can run to dozens of lines listing every type tried; keep the lines that say what."""
+    lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
+    keep = [ln for ln in lines if not ln.startswith(("- ", "Given value type", "Subclass types expect"))]
+    text = " ".join(keep[:3]) if keep else str(message)
+    return text if len(text) < 400 else text[:400] + " ..."
+
+
+def run(subcommand: str, args: list[str]) -> int:
+    target = parse_target(subcommand, args)
+    from dlbench.lightning_cli import build_cli  # imports torch and Lightning: only now that the target is known
+
+    return build_cli(subcommand, target)
+
+
+def linked_attributes(plugin: Plugin | None, model_class: type) -> list[str]:
+    """Model ``__init__`` arguments the data provides (see :data:`dlbench.plugin.DATA_KINDS`)."""
+    if plugin is None:
+        return []
+    params = inspect.signature(model_class.__init__).parameters
+    return [a for a in DATA_KINDS[plugin.data_kind] if a in params]
+
+
+def trainer_defaults(target: Target) -> dict[str, Any]:
+    defaults: dict[str, Any] = {
+        "logger": {"class_path": "dlbench.tensorboard.RunLogger",
+                   "init_args": {"save_dir": os.environ.get("DLBENCH_LOG_DIR", LOG_DIR), "name": target.name}},
+        "log_every_n_steps": 10,
+    }
+    if target.plugin is not None:
+        defaults.update(target.plugin.trainer_defaults)
+    return defaults
+
+
+def model_class_of(target: Target) -> type:
+    return import_ref(target.plugin.model) if target.plugin else None
+
+
+def debug_enabled(argv: list[str]) -> bool:
+    return "--debug" in argv or bool(os.environ.get("DLBENCH_DEBUG"))
+
+
+def stderr(message: str) -> None:
+    print(message, file=sys.stderr)

@@ -1,0 +1,93 @@
+"""An LSTM that reads a window of past values and predicts the next one.
+
+Follows the classic example of the source articles (a window of 10 past values predicts the next), with a
+stacked LSTM, dropout between layers and a linear head on the last hidden state. RMSE is reported in the series'
+own units, next to the naive persistence forecast (next value = last value) on the same windows, so a reader can
+see at once whether the network is worth anything.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric, MeanSquaredError
+
+
+class LSTMForecaster(L.LightningModule):
+    def __init__(self, n_features: int = 1, window: int = 10, hidden_size: int = 64, num_layers: int = 2,
+                 dropout: float = 0.1, lr: float = 3e-3, weight_decay: float = 0.0,
+                 target_mean: float = 0.0, target_std: float = 1.0) -> None:
+        """
+        Args:
+            n_features: Values per time step (linked from the data).
+            window: Time steps the model reads (linked from the data).
+            hidden_size: Units in each LSTM layer.
+            num_layers: Stacked LSTM layers.
+            dropout: Dropout between LSTM layers (ignored with one layer).
+            lr: Adam learning rate.
+            weight_decay: Adam weight decay.
+            target_mean: Mean of the training series, to report errors in original units (linked from the data).
+            target_std: Standard deviation of the training series (linked from the data).
+        """
+        super().__init__()
+        for name, value in (("n_features", n_features), ("window", window), ("hidden_size", hidden_size),
+                            ("num_layers", num_layers)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if target_std <= 0:
+            raise ValueError(f"target_std must be > 0, got {target_std}")
+        self.save_hyperparameters()
+        self.lstm = nn.LSTM(n_features, hidden_size, num_layers, batch_first=True,
+                            dropout=dropout if num_layers > 1 else 0.0)
+        self.head = nn.Linear(hidden_size, n_features)
+        self.example_input_array = torch.zeros(1, window, n_features)
+        # One metric object per stage: torchmetrics accumulates over the epoch and syncs across processes.
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_rmse, self.test_rmse = MeanSquaredError(squared=False), MeanSquaredError(squared=False)
+        self.val_rmse_persistence = MeanSquaredError(squared=False)
+        self.test_rmse_persistence = MeanSquaredError(squared=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1])
+
+    def denormalize(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.hparams.target_std + self.hparams.target_mean
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        pred = self(x)
+        loss = nn.functional.mse_loss(pred, y)
+        mean_loss = getattr(self, f"{stage}_loss")
+        mean_loss(loss, weight=len(y))
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
+        if stage != "train":
+            target = self.denormalize(y)
+            rmse, persistence = getattr(self, f"{stage}_rmse"), getattr(self, f"{stage}_rmse_persistence")
+            rmse(self.denormalize(pred), target)
+            persistence(self.denormalize(x[:, -1]), target)
+            self.log(f"{stage}/rmse", rmse, prog_bar=True)
+            self.log(f"{stage}/rmse_persistence", persistence)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx):
+        return self.denormalize(self(batch[0]))
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=5)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
