@@ -117,12 +117,15 @@ def _print_summary(trainer: L.Trainer) -> None:
     print("\nResults\n" + "\n".join(lines), file=sys.stderr)
 
 
-def build_cli(subcommand: str, target: Target) -> int:
+def make_cli(target: Target, args: list[str], run: bool = True) -> DlbenchCLI:
+    """The CLI object for ``target``; with ``run=False`` it only builds model, datamodule and trainer (tests)."""
     # dlbench hands LightningCLI the translated command line on purpose; its warning about args beside sys.argv
-    # does not apply.
+    # does not apply. Plugins log per epoch, so the warning about few batches per logging interval does not either.
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    prog = f"dlbench {args[0] if run else 'fit'} --model {target.name}"
     try:
-        DlbenchCLI(
+        return DlbenchCLI(
             target,
             model_class=L.LightningModule,
             datamodule_class=L.LightningDataModule,
@@ -130,11 +133,15 @@ def build_cli(subcommand: str, target: Target) -> int:
             subclass_mode_data=True,
             seed_everything_default=DEFAULT_SEED,
             trainer_defaults=trainer_defaults(target),
-            parser_kwargs={"exit_on_error": False, "prog": f"dlbench {subcommand} --model {target.name}"},
-            args=[subcommand, *target.args],
+            parser_kwargs={"exit_on_error": False, "prog": prog},
+            args=args,
+            run=run,
         )
     except ArgumentError as err:
         raise DlbenchError(f"bad argument: {_argument_error_text(str(err))}. "
-                           f"Run 'dlbench info {target.name}' or 'dlbench {subcommand} --model {target.name} --help' "
-                           f"for the accepted arguments.") from err
+                           f"Run 'dlbench info {target.name}' or '{prog} --help' for the accepted arguments.") from err
+
+
+def build_cli(subcommand: str, target: Target) -> int:
+    make_cli(target, [subcommand, *target.args])
     return 0

@@ -102,10 +102,21 @@ class Plugin:
     """``"min"`` or ``"max"``: which way ``monitor`` improves."""
     trainer_defaults: dict[str, Any] = field(default_factory=dict)
     """Trainer arguments this plugin is best run with by default (e.g. ``{"max_epochs": 60}``)."""
+    tiny_args: tuple[str, ...] = ()
+    """Command-line overrides for a tiny model (two layers, eight units), used by the smoke and checkpoint tests."""
+    learn_args: tuple[str, ...] = ()
+    """Command-line overrides for a short run that must already beat the baseline (CI's learning test)."""
+    score: str = ""
+    """The test metric the learning check reads, e.g. ``"test/rmse"``; better in the direction of ``mode``."""
+    baseline: str = ""
+    """A logged metric of a trivial baseline on the same split (majority class, persistence, PCA, ...), which
+    ``score`` must beat."""
 
     def __post_init__(self) -> None:
         _check_common("plugin", self.name, self.data_kind, {"model": self.model, "datamodule": self.datamodule})
         if self.mode not in ("min", "max"):
             raise ValueError(f"plugin {self.name!r}: mode must be 'min' or 'max', got {self.mode!r}")
-        if "/" not in self.monitor:
-            raise ValueError(f"plugin {self.name!r}: monitor {self.monitor!r} must be a '<stage>/<metric>' name")
+        for what in ("monitor", "score", "baseline"):
+            value = getattr(self, what)
+            if value and "/" not in value:
+                raise ValueError(f"plugin {self.name!r}: {what} {value!r} must be a '<stage>/<metric>' name")

@@ -16,6 +16,10 @@ PLUGIN = Plugin(
     monitor="val/rmse",
     mode="min",
     trainer_defaults={"max_epochs": 60},
+    tiny_args=("--model.hidden_size", "8", "--model.num_layers", "2"),
+    learn_args=("--trainer.max_epochs", "15"),
+    score="test/rmse",
+    baseline="test/rmse_persistence",
 )
 
 SUNSPOTS = Dataset(

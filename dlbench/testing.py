@@ -1,0 +1,113 @@
+"""Checks any plugin can be put through, dlbench's own and third parties' alike.
+
+dlbench's test suite runs them over every installed plugin; a third-party package can call them from its own tests
+(``from dlbench.testing import check_round_trip``) to hold its plugin to the same contract.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from dlbench import registry
+from dlbench.cli import main
+from dlbench.runs import last_scalars
+
+QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
+
+
+@contextmanager
+def _log_dir(path: Path):
+    old = os.environ.get("DLBENCH_LOG_DIR")
+    os.environ["DLBENCH_LOG_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["DLBENCH_LOG_DIR"]
+        else:
+            os.environ["DLBENCH_LOG_DIR"] = old
+
+
+def build(name: str, *args: str, log_dir: Path | None = None):
+    """Model, datamodule and trainer of plugin ``name`` as ``dlbench fit --model name ARGS`` would make them."""
+    from dlbench.lightning_cli import make_cli
+    from dlbench.runner import parse_target
+
+    target = parse_target("fit", ["--model", name, *args])
+    with _log_dir(log_dir or Path.cwd() / "lightning_logs"):
+        cli = make_cli(target, target.args, run=False)
+    return cli.model, cli.datamodule, cli.trainer
+
+
+def _batch(datamodule, stage: str = "test"):
+    datamodule.setup(stage)
+    loader = getattr(datamodule, f"{stage}_dataloader")()
+    batch = next(iter(loader))
+    if hasattr(datamodule, "on_after_batch_transfer"):
+        batch = datamodule.on_after_batch_transfer(batch, 0)
+    return batch
+
+
+def _outputs(model, batch):
+    model.eval()
+    with torch.no_grad():
+        return model.predict_step(batch, 0)
+
+
+def _flatten(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _flatten(o)]
+    return []
+
+
+def check_smoke(name: str, tmp_path: Path) -> None:
+    """A few real training steps with the tiny preset: every parameter that should learn changes and stays finite."""
+    spec = registry.plugin(name)
+    model, datamodule, trainer = build(name, *spec.tiny_args, "--trainer.fast_dev_run", "2", *QUIET,
+                                       log_dir=tmp_path)
+    before = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+    trainer.fit(model, datamodule=datamodule)
+    after = dict(model.named_parameters())
+    assert all(torch.isfinite(after[k]).all() for k in before), f"{name}: non-finite parameters after training"
+    changed = [k for k in before if not torch.equal(before[k], after[k].detach())]
+    assert changed, f"{name}: no parameter changed in two training steps"
+
+
+def check_round_trip(name: str, tmp_path: Path) -> None:
+    """Train briefly, save a checkpoint, load it with the model class: identical predictions on the same batch."""
+    spec = registry.plugin(name)
+    model, datamodule, trainer = build(name, *spec.tiny_args, "--trainer.max_steps", "2",
+                                       "--trainer.limit_val_batches", "1", "--test_after_fit", "false", *QUIET,
+                                       log_dir=tmp_path)
+    trainer.fit(model, datamodule=datamodule)
+    path = tmp_path / "round_trip.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = type(model).load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    batch = _batch(datamodule)
+    expected, got = _flatten(_outputs(model.cpu(), batch)), _flatten(_outputs(loaded, batch))
+    assert expected, f"{name}: predict_step returned no tensors"
+    for e, g in zip(expected, got, strict=True):
+        torch.testing.assert_close(g, e, msg=f"{name}: predictions differ after a checkpoint round trip")
+
+
+def check_learns(name: str, tmp_path: Path) -> dict[str, float]:
+    """Run ``dlbench fit`` with the plugin's learning preset; its test score must beat its logged baseline."""
+    spec = registry.plugin(name)
+    assert spec.score and spec.baseline, f"{name}: the spec names no score and baseline to check learning against"
+    with _log_dir(tmp_path):
+        code = main(["fit", "--model", name, *spec.learn_args, *QUIET])
+    assert code == 0, f"{name}: dlbench fit exited with {code}"
+    (run_dir,) = sorted((tmp_path / spec.name).glob("version_*"))
+    scalars = last_scalars(run_dir)
+    score, baseline = scalars[spec.score], scalars[spec.baseline]
+    better = score < baseline if spec.mode == "min" else score > baseline
+    assert better, f"{name}: {spec.score}={score:.4g} does not beat {spec.baseline}={baseline:.4g}"
+    return scalars
