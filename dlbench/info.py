@@ -8,7 +8,7 @@ from typing import Any
 import docstring_parser
 
 from dlbench import registry
-from dlbench.plugin import DATA_KINDS, import_ref
+from dlbench.plugin import import_ref
 
 
 def arguments(cls: type) -> list[tuple[str, str, str, str]]:
@@ -41,7 +41,7 @@ def describe(name: str) -> str:
     spec = entry.spec
     model_cls: Any = import_ref(spec.model)
     data_cls: Any = import_ref(spec.datamodule)
-    linked = {a for a in DATA_KINDS[spec.data_kind] if a in inspect.signature(model_cls.__init__).parameters}
+    linked = {a for a in spec.link_names if a in inspect.signature(model_cls.__init__).parameters}
     compatible = [e.name for e in registry.entries(registry.DATASETS)
                   if e.spec is not None and e.spec.data_kind == spec.data_kind]
     lines = [

@@ -21,8 +21,8 @@ DATA_KINDS: dict[str, tuple[str, ...]] = {
     "text": ("num_classes", "vocab_size", "max_len", "pad_index"),
     "translation": ("src_vocab_size", "tgt_vocab_size", "max_len", "pad_index", "bos_index", "eos_index"),
     "graph": ("num_features", "num_classes"),
-    "audio": ("num_classes", "n_mels", "n_frames"),
-    "detection": ("num_classes", "image_size"),
+    "audio": ("num_classes", "n_mels", "n_frames", "class_names"),
+    "detection": ("num_classes", "image_size", "class_names"),
     "tabular": ("num_features", "pos_weight"),
 }
 
@@ -48,8 +48,9 @@ def class_path(ref: str) -> str:
 def _check_common(kind_of: str, name: str, data_kind: str, refs: dict[str, str]) -> None:
     if not _NAME.match(name):
         raise ValueError(f"{kind_of} name {name!r} must be lower case letters, digits and '_', starting with a letter")
-    if data_kind not in DATA_KINDS:
-        raise ValueError(f"{kind_of} {name!r}: unknown data_kind {data_kind!r}; one of {', '.join(DATA_KINDS)}")
+    if not _NAME.match(data_kind):
+        raise ValueError(f"{kind_of} {name!r}: data_kind {data_kind!r} must be a lower-case identifier such as "
+                         f"{', '.join(DATA_KINDS)}")
     for what, ref in refs.items():
         if not _CLASS_REF.match(ref):
             raise ValueError(f"{kind_of} {name!r}: {what} must be a 'package.module:Class' string, got {ref!r}")
@@ -66,7 +67,7 @@ class Dataset:
     datamodule: str
     """The LightningDataModule as ``"module:Class"``."""
     data_kind: str
-    """One of :data:`DATA_KINDS`."""
+    """What the data is; one of :data:`DATA_KINDS` for data the built-in models take, or a kind of your own."""
     source: str = ""
     """Where the data comes from and its licence; for generated data, what is generated and why."""
     generated: bool = False
@@ -89,7 +90,8 @@ class Plugin:
     datamodule: str
     """The default LightningDataModule as ``"module:Class"``."""
     data_kind: str
-    """What the model expects of its data; one of :data:`DATA_KINDS`."""
+    """What the model expects of its data; one of :data:`DATA_KINDS`, or a kind of your own (then say which
+    datamodule attributes the model takes in ``links``)."""
     data_name: str
     """Short label of the default data, for ``dlbench list``."""
     data_source: str = ""
@@ -102,6 +104,8 @@ class Plugin:
     """``"min"`` or ``"max"``: which way ``monitor`` improves."""
     trainer_defaults: dict[str, Any] = field(default_factory=dict)
     """Trainer arguments this plugin is best run with by default (e.g. ``{"max_epochs": 60}``)."""
+    links: tuple[str, ...] | None = None
+    """Datamodule attributes passed to model arguments of the same name; ``DATA_KINDS[data_kind]`` by default."""
     tiny_args: tuple[str, ...] = ()
     """Command-line overrides for a tiny model (two layers, eight units), used by the smoke and checkpoint tests."""
     learn_args: tuple[str, ...] = ()
@@ -114,9 +118,17 @@ class Plugin:
 
     def __post_init__(self) -> None:
         _check_common("plugin", self.name, self.data_kind, {"model": self.model, "datamodule": self.datamodule})
+        if self.links is None and self.data_kind not in DATA_KINDS:
+            raise ValueError(f"plugin {self.name!r}: data_kind {self.data_kind!r} is not a built-in kind "
+                             f"({', '.join(DATA_KINDS)}); name the datamodule attributes the model takes in links=(...)")
         if self.mode not in ("min", "max"):
             raise ValueError(f"plugin {self.name!r}: mode must be 'min' or 'max', got {self.mode!r}")
         for what in ("monitor", "score", "baseline"):
             value = getattr(self, what)
             if value and "/" not in value:
                 raise ValueError(f"plugin {self.name!r}: {what} {value!r} must be a '<stage>/<metric>' name")
+
+    @property
+    def link_names(self) -> tuple[str, ...]:
+        """Datamodule attributes this plugin's model receives (``links``, else those of its data kind)."""
+        return self.links if self.links is not None else DATA_KINDS.get(self.data_kind, ())

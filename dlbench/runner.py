@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -19,7 +20,7 @@ import yaml
 
 from dlbench import registry
 from dlbench.errors import DlbenchError
-from dlbench.plugin import DATA_KINDS, Plugin, class_path, import_ref
+from dlbench.plugin import Plugin, class_path, import_ref
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_SEED = 42
@@ -143,12 +144,29 @@ def _own_version() -> str:
         return "0+unknown"
 
 
+def _type_name(text: str) -> str:
+    text = re.sub(r"<class '(?:builtins\.)?([\w.]+)'>", r"\1", text)
+    return re.sub(r"typing\.Literal\[(.*)\]", r"one of \1", text)
+
+
 def _argument_error_text(message: str) -> str:
-    """jsonargparse's errors can run to dozens of lines listing every type tried; keep the lines that say what."""
-    lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
-    keep = [ln for ln in lines if not ln.startswith(("- ", "Given value type", "Subclass types expect"))]
-    text = " ".join(keep[:3]) if keep else str(message)
-    return text if len(text) < 400 else text[:400] + " ..."
+    """One sentence from jsonargparse's nested union errors: which argument, what was given, what is expected."""
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    key = ".".join(keys)
+    unknown = re.search(r"Option '([^']+)' is not accepted", message)
+    if unknown:
+        return f"unknown argument --{key + '.' if key else ''}{unknown.group(1)}"
+    got = re.search(r"Expected a (.+?)\. Got value: (.*)", message)
+    if got:
+        expected, value = [got.group(1)], got.group(2)
+    else:
+        expected = [e for e in re.findall(r"- Expected a (.+)", message) if "NoneType" not in e]
+        nested = re.search(r"NestedArg\(key='[^']*', val='([^']*)'\)", message)
+        given = re.search(r"Given value: (.*)", message)
+        value = nested.group(1) if nested else given.group(1) if given else None
+    if key and expected:
+        return f"--{key} got {value!r}, expected {' or '.join(_type_name(e) for e in expected)}"
+    return message.strip().splitlines()[0]
 
 
 def run(subcommand: str, args: list[str]) -> int:
@@ -163,7 +181,7 @@ def linked_attributes(plugin: Plugin | None, model_class: type) -> list[str]:
     if plugin is None:
         return []
     params = inspect.signature(model_class.__init__).parameters
-    return [a for a in DATA_KINDS[plugin.data_kind] if a in params]
+    return [a for a in plugin.link_names if a in params]
 
 
 def trainer_defaults(target: Target) -> dict[str, Any]:

@@ -1,0 +1,51 @@
+"""Shared fixtures: throwaway installed distributions, and running the real ``dlbench`` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dlbench import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_dist(site: Path, name: str, version: str, entry_points: dict[str, dict[str, str]],
+               modules: dict[str, str]) -> None:
+    """A real installed distribution: a ``.dist-info`` folder with METADATA and entry_points.txt, plus modules,
+    in a directory that goes on ``sys.path``. importlib.metadata finds it exactly as it finds pip-installed ones."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = []
+    for group, eps in entry_points.items():
+        lines.append(f"[{group}]")
+        lines += [f"{k} = {v}" for k, v in eps.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    for filename, source in modules.items():
+        (site / filename).write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A fresh site directory on sys.path (and PYTHONPATH for subprocesses), registry cache cleared around use."""
+    path = tmp_path / "site"
+    path.mkdir()
+    monkeypatch.syspath_prepend(str(path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(path), os.environ.get("PYTHONPATH", "")]))
+    registry.entries.cache_clear()
+    yield path
+    registry.entries.cache_clear()
+
+
+def dlbench(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real ``dlbench`` command as a user would."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("DLBENCH_LOG_DIR", None)
+    return subprocess.run([sys.executable, "-m", "dlbench", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
