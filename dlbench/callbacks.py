@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 
 class BestMetric(Callback):
@@ -42,3 +42,26 @@ class BestMetric(Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best = state_dict.get("best")
+
+
+class Checkpoint(ModelCheckpoint):
+    """ModelCheckpoint whose ``last.ckpt`` really holds the last epoch.
+
+    With ``save_last=True``, Lightning 2.6 rewrites ``last.ckpt`` only in steps where it also saved a top-k
+    checkpoint, so after the best epoch "last" silently stops moving. This refreshes it at every epoch end.
+    """
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: L.Trainer) -> None:
+        # _should_skip_saving_checkpoint is also true when this step was saved already (then last is current).
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

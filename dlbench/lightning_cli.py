@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from typing import Any
@@ -13,11 +14,21 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from dlbench import __version__
-from dlbench.callbacks import BestMetric
+from dlbench.callbacks import BestMetric, Checkpoint
 from dlbench.errors import DlbenchError
 from dlbench.runner import DEFAULT_SEED, Target, _argument_error_text, linked_attributes, model_class_of, \
     trainer_defaults
 from dlbench.tensorboard import RunLogger
+
+
+class _NoAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+# Lightning's rank-zero messages all go through one logger object; drop its advertisement for a cloud service.
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_NoAdverts())
 
 
 class DlbenchCLI(LightningCLI):
@@ -31,7 +42,7 @@ class DlbenchCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         plugin = self.target.plugin
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": plugin.monitor if plugin else "val/loss",
             "checkpoint.mode": plugin.mode if plugin else "min",

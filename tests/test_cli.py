@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 from conftest import ROOT, dlbench
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -92,6 +93,8 @@ def test_fit_writes_a_complete_run_and_its_config_reproduces_it(tmp_path):
     run = tmp_path / "lightning_logs" / "lstm" / "version_0"
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert "last.ckpt" in ckpts and any(name.startswith("best-") for name in ckpts)
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 2  # the final epoch of three, whichever epoch was best
 
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"]["class_path"] == "dlbench_plugins.lstm.model.LSTMForecaster"
