@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 class BestMetric(Callback):
@@ -65,3 +77,162 @@ class Checkpoint(ModelCheckpoint):
         # _should_skip_saving_checkpoint is also true when this step was saved already (then last is current).
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, step: int, epoch: int) -> None:
+        super().__init__(f"loss became NaN or infinite at step {step} (epoch {epoch})")
+        self.step, self.epoch = step, epoch
+
+
+class FiniteLossGuard(Callback):
+    """Stops training when the loss turns NaN or infinite, before a checkpoint of the broken weights is written.
+
+    Each step folds ``isfinite(loss)`` into a device-side tensor (no host synchronisation); the tensor is read once
+    before every validation and at epoch end, which is before ModelCheckpoint saves, so the last good checkpoint
+    stays the last one on disk.
+    """
+
+    def __init__(self) -> None:
+        self._first_bad: torch.Tensor | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._first_bad = torch.where(bad & (self._first_bad < 0), trainer.global_step, self._first_bad)
+
+    def _check(self, trainer: L.Trainer) -> None:
+        if self._first_bad is not None and (step := int(self._first_bad)) >= 0:
+            raise NonFiniteLoss(step, trainer.current_epoch)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+class RunStatus(Callback):
+    """Keeps ``status.json`` in the run directory: running, finished, interrupted or failed, with times and counts.
+
+    ``dlbench compare`` reads it; a ``running`` run whose process is gone was killed. Written atomically (a
+    temporary file renamed into place), by global rank zero only.
+    """
+
+    FILE = "status.json"
+
+    def __init__(self) -> None:
+        self.state: dict = {}
+        self._start: float | None = None
+        self._previous_seconds = 0.0
+
+    def _write(self, trainer: L.Trainer, **fields) -> None:
+        if not trainer.is_global_zero or trainer.logger is None or not trainer.logger.log_dir:
+            return
+        self.state.update(fields, epochs=trainer.current_epoch, steps=trainer.global_step, updated=time.time())
+        directory = Path(trainer.logger.log_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(directory / self.FILE, self.state)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.time()
+        self._previous_seconds = self.state.get("train_seconds", 0.0)  # from a checkpoint when resuming
+        self._write(trainer, status="running", pid=os.getpid(), host=socket.gethostname(), started=self._start,
+                    error=None, train_seconds=self._previous_seconds)
+
+    def _elapsed(self) -> float:
+        return self._previous_seconds + (time.time() - self._start if self._start is not None else 0.0)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, train_seconds=self._elapsed())
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, status="finished", train_seconds=self._elapsed())
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        self._write(trainer, status="interrupted" if interrupted else "failed", train_seconds=self._elapsed(),
+                    error=None if interrupted else f"{type(exception).__name__}: {exception}")
+
+    def state_dict(self) -> dict:
+        return {"train_seconds": self._elapsed()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.state["train_seconds"] = state_dict.get("train_seconds", 0.0)
+
+
+class GracefulStop(Callback):
+    """Ctrl-C or SIGTERM stops training after the current batch and writes ``last.ckpt`` there.
+
+    Lightning already turns SIGTERM into a stop at the next batch boundary; the first Ctrl-C is routed the same way
+    (a second one aborts at once). The checkpoint written on the way out holds the loops' progress and the batch
+    position of dlbench's in-memory loaders, so ``dlbench fit --resume RUN_DIR`` continues exactly there.
+    """
+
+    def __init__(self) -> None:
+        self._previous_handler = None
+        self.checkpoint_path: str | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def first_interrupt(signum, frame) -> None:
+            trainer._signal_connector.received_sigterm = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C aborts immediately
+            print("\ndlbench: stopping after this batch and saving a checkpoint (Ctrl-C again to abort at once)",
+                  file=sys.stderr)
+
+        self._previous_handler = signal.signal(signal.SIGINT, first_interrupt)
+
+    def _restore(self) -> None:
+        if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        checkpoint = trainer.checkpoint_callback
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.save_last and checkpoint.dirpath:
+            checkpoint._save_last_checkpoint(trainer, checkpoint._monitor_candidates(trainer))
+            self.checkpoint_path = checkpoint.last_model_path
+
+
+class RngState(Callback):
+    """Saves the random number generators' states in every checkpoint and restores them on resume, so a resumed
+    run draws the same dropout masks and noise as one that never stopped."""
+
+    def state_dict(self) -> dict:
+        # Plain types and tensors only, so the checkpoint still loads with weights_only=True.
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                 "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        random.setstate(state_dict["python"])
+        kind, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.trainer.states import TrainerStatus
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from dlbench import __version__
-from dlbench.callbacks import BestMetric, Checkpoint
+from dlbench.callbacks import BestMetric, Checkpoint, FiniteLossGuard, GracefulStop, NonFiniteLoss, RngState, RunStatus
 from dlbench.errors import DlbenchError
 from dlbench.runner import DEFAULT_SEED, Target, _argument_error_text, linked_attributes, model_class_of, \
     trainer_defaults
@@ -58,14 +62,23 @@ class DlbenchCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except (ValueError, TypeError) as err:
-            raise DlbenchError(f"invalid argument for {self.target.name}: {err}. Fix the value "
-                               f"(see 'dlbench info {self.target.name}' for every argument and its default).") from err
+        except Exception as err:
+            # jsonargparse wraps what a plugin's __init__ raised in its own union-type text; show the plugin's words.
+            chain = _exception_chain(err)
+            own = next((e for e in chain if isinstance(e, DlbenchError)), None)
+            if own is not None:
+                raise own from None
+            original = chain[-1]
+            if isinstance(original, (ValueError, TypeError)):
+                raise DlbenchError(f"invalid argument for {self.target.name}: {original}. Fix the value (see "
+                                   f"'dlbench info {self.target.name}' for every argument and its default).") from err
+            raise
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> L.Trainer:
         checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
         if checkpoint is not None and checkpoint.monitor:
             callbacks.append(BestMetric(checkpoint.monitor, checkpoint.mode))
+        callbacks += [FiniteLossGuard(), RunStatus(), GracefulStop(), RngState()]
         configured = config.get("callbacks") or []
         wants_bar = config.get("enable_progress_bar", True) is not False
         if wants_bar and not any(isinstance(c, ProgressBar) for c in [*configured, *callbacks]):
@@ -97,6 +110,40 @@ class DlbenchCLI(LightningCLI):
 
     before_fit = before_validate = before_test = before_predict = _before
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        ckpt_path = self.config_init[subcommand].get("ckpt_path")
+        if ckpt_path not in (None, "best", "last", "hpc", "registry"):
+            check_checkpoint(ckpt_path, self.model, self.config_init[subcommand].get("weights_only"))
+        check_log_dir(self.trainer)
+        try:
+            super()._run_subcommand(subcommand)
+        except DlbenchError:
+            raise
+        except (SIGTERMException, SystemExit, KeyboardInterrupt) as stop:
+            if self.trainer.state.status != TrainerStatus.INTERRUPTED:
+                raise
+            raise DlbenchError(self._interrupted_message(), exit_code=130) from stop
+        except NonFiniteLoss as err:
+            ckpt = self.trainer.checkpoint_callback
+            last = (ckpt.last_model_path or ckpt.best_model_path) if ckpt is not None else ""
+            kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
+            raise DlbenchError(f"{err}; training stopped and {kept}. Lower the learning rate (--model.lr) or clip "
+                               f"gradients (--trainer.gradient_clip_val 1.0).", exit_code=1) from err
+        except Exception as err:
+            where = f"epoch {self.trainer.current_epoch}, step {self.trainer.global_step}"
+            log_dir = self.trainer.logger.log_dir if self.trainer.logger is not None else None
+            kept = f" Logs and checkpoints written so far are in {log_dir}." if log_dir else ""
+            raise DlbenchError(f"{subcommand} failed at {where}: {type(err).__name__}: {err}.{kept} Run again with "
+                               f"--debug for the full traceback.", exit_code=1) from err
+
+    def _interrupted_message(self) -> str:
+        stop = next((c for c in self.trainer.callbacks if isinstance(c, GracefulStop)), None)
+        log_dir = self.trainer.logger.log_dir if self.trainer.logger is not None else None
+        saved = f"; checkpoint saved to {stop.checkpoint_path}" if stop and stop.checkpoint_path else ""
+        resume = f" Resume with: dlbench fit --resume {log_dir}" if log_dir and saved else ""
+        return (f"training interrupted at epoch {self.trainer.current_epoch}, step {self.trainer.global_step}"
+                f"{saved}.{resume}")
+
     def after_fit(self) -> None:
         config = self.config_init["fit"]
         if self.trainer.interrupted or not config.get("test_after_fit", True) or self.datamodule is None:
@@ -107,6 +154,61 @@ class DlbenchCLI(LightningCLI):
             else None
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
         _print_summary(self.trainer)
+
+
+def _exception_chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from or during, outermost first."""
+    chain: list[BaseException] = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    return chain
+
+
+def check_checkpoint(path: str, model: L.LightningModule, weights_only: bool | None) -> None:
+    """Fail early, with a message, on a checkpoint that is missing, corrupt, unsafe or of another model."""
+    import pickle
+
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only is not False)
+    except FileNotFoundError:
+        raise DlbenchError(f"checkpoint {path} does not exist. Check the path (runs keep theirs in "
+                           f"lightning_logs/<plugin>/version_N/checkpoints/).") from None
+    except pickle.UnpicklingError as err:
+        raise DlbenchError(f"checkpoint {path} holds Python objects beyond tensors and plain data, so loading it "
+                           f"could run code; dlbench refused to load it ({str(err).splitlines()[-1][:200]}). If you "
+                           f"trust where it came from, add --weights_only false.") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise DlbenchError(f"checkpoint {path} is corrupt or truncated ({str(err).splitlines()[0][:200]}). Use "
+                           f"another checkpoint, e.g. the run's last.ckpt or best-*.ckpt.") from None
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise DlbenchError(f"{path} is not a Lightning checkpoint (it has no state_dict). Use a .ckpt file written "
+                           f"by dlbench fit.")
+    expected = set(model.state_dict())
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        saved_by = checkpoint.get("hyper_parameters", {}).get("_class_path", "another model")
+        raise DlbenchError(f"checkpoint {path} does not fit {type(model).__name__}: it was saved by {saved_by} "
+                           f"({len(missing)} weights missing, {len(unexpected)} unexpected, e.g. "
+                           f"{sorted(missing or unexpected)[0]!r}). Use a checkpoint of the same plugin and sizes.")
+
+
+def check_log_dir(trainer: L.Trainer) -> None:
+    """Fail before training when the run directory cannot be written, not after an epoch of work."""
+    logger = trainer.logger
+    if logger is None or not trainer.is_global_zero:
+        return
+    root = Path(logger.save_dir or ".")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=root, prefix=".dlbench-write-test-")
+        probe.close()
+    except OSError as err:
+        raise DlbenchError(f"cannot write runs under {root}: {err.strerror}. Run from a writable directory or set "
+                           f"DLBENCH_LOG_DIR to one.") from None
 
 
 def _public(hparams: Any) -> dict[str, Any]:
@@ -145,6 +247,7 @@ def make_cli(target: Target, args: list[str], run: bool = True) -> DlbenchCLI:
             seed_everything_default=DEFAULT_SEED,
             trainer_defaults=trainer_defaults(target),
             parser_kwargs={"exit_on_error": False, "prog": prog},
+            save_config_kwargs={"overwrite": target.resuming},
             args=args,
             run=run,
         )

@@ -8,8 +8,10 @@ LightningCLI: ``--config``, ``--print_config``, dotted overrides validated again
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import re
+import socket
 import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -39,6 +41,10 @@ class Target:
     dist_version: str
     args: list[str]
     """The arguments for LightningCLI, with registry names replaced by class paths."""
+    resuming: bool = False
+    """True for ``fit --resume``: the run directory and its config.yaml are reused."""
+    done: str | None = None
+    """Set when there is nothing to run (resuming a finished run): the message to print instead."""
 
 
 def _option_value(args: list[str], i: int, flag: str) -> tuple[str | None, int]:
@@ -78,8 +84,71 @@ def _config_model_class(config_files: list[str]) -> str | None:
     return found
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def resume_args(run_dir: str) -> tuple[list[str], str | None]:
+    """Arguments that continue the run in ``run_dir`` from its last checkpoint, logging into the same directory;
+    or, for a finished run, no arguments and the message saying so."""
+    run = Path(run_dir)
+    config = run / "config.yaml"
+    if not run.is_dir():
+        raise DlbenchError(f"run directory {run} does not exist. --resume takes a run directory such as "
+                           f"lightning_logs/lstm/version_0.")
+    if not config.is_file():
+        raise DlbenchError(f"{run} has no config.yaml, so it is not a dlbench run directory (or it stopped before "
+                           f"training began). Start the run again instead.")
+    status_file = run / "status.json"
+    status = json.loads(status_file.read_text()) if status_file.is_file() else {}
+    if status.get("status") == "finished":
+        return [], (f"run {run} already finished ({status.get('epochs', '?')} epochs, {status.get('steps', '?')} "
+                    f"steps); nothing to resume. To train it further: dlbench fit --config {config} "
+                    f"--ckpt_path {run / 'checkpoints' / 'last.ckpt'} --trainer.max_epochs N")
+    if status.get("status") == "running" and status.get("host") == socket.gethostname() \
+            and _pid_alive(int(status.get("pid", -1))) and int(status.get("pid", -1)) != os.getpid():
+        raise DlbenchError(f"run {run} is still running (process {status['pid']}); stop it first (Ctrl-C or kill "
+                           f"{status['pid']}), then resume.")
+    last = run / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise DlbenchError(f"run {run} has no checkpoint to resume from (it stopped before its first epoch ended). "
+                           f"Start it again with: dlbench fit --config {config}")
+    logger = (yaml.safe_load(config.read_text()) or {}).get("trainer", {}).get("logger")
+    if not isinstance(logger, dict) or "class_path" not in logger:
+        raise DlbenchError(f"run {run} was not logged with a TensorBoard logger, so it cannot continue in place. "
+                           f"Use dlbench fit --config {config} --ckpt_path {last} instead.")
+    import torch
+
+    step = int(torch.load(last, map_location="cpu", weights_only=True).get("global_step", 0))
+    # Same directory, same version; TensorBoard discards events of the dead process logged after the checkpoint.
+    logger["init_args"] = {**logger.get("init_args", {}), "save_dir": str(run.parent.parent), "name": run.parent.name,
+                           "version": run.name, "purge_step": step + 1}
+    return ["--config", str(config), "--ckpt_path", str(last), "--trainer.logger", json.dumps(logger)], None
+
+
 def parse_target(subcommand: str, args: list[str]) -> Target:
     """Translate ``--model NAME`` / ``--data NAME`` into class paths and find the plugin the run belongs to."""
+    resume = None
+    for i in range(len(args)):
+        value, used = _option_value(args, i, "--resume")
+        if used:
+            if subcommand != "fit":
+                raise DlbenchError("--resume goes with fit: dlbench fit --resume RUN_DIR")
+            resume, args = value, args[:i] + args[i + used :]
+            break
+    if resume is not None:
+        extra, done = resume_args(resume)
+        if done:
+            return Target(name="", plugin=None, dist="", dist_version="", args=[], done=done)
+        target = parse_target(subcommand, extra + args)
+        target.resuming = True
+        return target
     out: list[Any] = []
     model_arg = data_arg = None
     configs: list[str] = []
@@ -171,6 +240,9 @@ def _argument_error_text(message: str) -> str:
 
 def run(subcommand: str, args: list[str]) -> int:
     target = parse_target(subcommand, args)
+    if target.done:
+        print(target.done)
+        return 0
     from dlbench.lightning_cli import build_cli  # imports torch and Lightning: only now that the target is known
 
     return build_cli(subcommand, target)
@@ -189,6 +261,7 @@ def trainer_defaults(target: Target) -> dict[str, Any]:
         "logger": {"class_path": "dlbench.tensorboard.RunLogger",
                    "init_args": {"save_dir": os.environ.get("DLBENCH_LOG_DIR", LOG_DIR), "name": target.name}},
         "log_every_n_steps": 10,
+        "plugins": [{"class_path": "dlbench.checkpoint_io.AtomicCheckpointIO"}],
     }
     if target.plugin is not None:
         defaults.update(target.plugin.trainer_defaults)

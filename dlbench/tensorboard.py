@@ -27,6 +27,8 @@ class RunLogger(TensorBoardLogger):
         self.run_params: dict[str, Any] = {}
 
     def _get_next_version(self) -> int:
+        if rank_zero_only.rank > 0:  # other processes of a DDP run learn rank zero's directory by broadcast
+            return super()._get_next_version()
         root = self.root_dir
         os.makedirs(root, exist_ok=True)
         version = super()._get_next_version()

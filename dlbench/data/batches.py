@@ -23,7 +23,7 @@ class TensorLoader:
 
     def __init__(self, *tensors: torch.Tensor, batch_size: int, shuffle: bool = False, drop_last: bool = False,
                  device: torch.device | str | None = None, rank: int = 0, world_size: int = 1,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, trainer=None) -> None:
         if not tensors:
             raise ValueError("TensorLoader needs at least one tensor")
         n = len(tensors[0])
@@ -38,8 +38,9 @@ class TensorLoader:
         self.device = torch.device(device) if device is not None else None
         self.rank, self.world_size = rank, world_size
         self.seed = torch.initial_seed() if seed is None else seed
+        self.trainer = trainer
         self.epoch = 0
-
+        self._restored = False
     @property
     def _per_rank(self) -> int:
         return math.ceil(len(self.tensors[0]) / self.world_size)
@@ -48,10 +49,10 @@ class TensorLoader:
         per_rank = self._per_rank
         return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
 
-    def _indices(self) -> torch.Tensor:
+    def _indices(self, epoch: int) -> torch.Tensor:
         n = len(self.tensors[0])
         if self.shuffle:
-            g = torch.Generator().manual_seed((self.seed + self.epoch) % 2**63)
+            g = torch.Generator().manual_seed((self.seed + epoch) % 2**63)
             order = torch.randperm(n, generator=g)
         else:
             order = torch.arange(n)
@@ -64,12 +65,28 @@ class TensorLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         if self.device is not None and self.tensors[0].device != self.device:
             self.tensors = tuple(t.to(self.device, non_blocking=True) for t in self.tensors)
-        order = self._indices().to(self.tensors[0].device)
+        # Under a trainer the permutation is a function of (seed, trainer epoch), so a resumed process shuffles
+        # exactly as the one that stopped.
+        epoch = self.trainer.current_epoch if self.trainer is not None else self.epoch
+        order = self._indices(epoch).to(self.tensors[0].device)
         self.epoch += 1
+        skip = 0
+        if self._restored and self.trainer is not None:
+            # Resuming mid-epoch: skip the batches the stopped run had trained on in this epoch.
+            skip = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        self._restored = False
         stop = len(self) * self.batch_size
-        for start in range(0, stop, self.batch_size):
+        for start in range(skip * self.batch_size, stop, self.batch_size):
             idx = order[start : start + self.batch_size]
             yield tuple(t[idx] for t in self.tensors)
+
+    # With these two methods Lightning treats the loader as resumable: it restores the checkpoint's loop progress
+    # and leaves skipping the already-trained batches of a stopped epoch to the loader (see __iter__).
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._restored = True
 
 
 def tensor_loader(datamodule, *tensors: torch.Tensor, batch_size: int, shuffle: bool = False,
@@ -80,4 +97,5 @@ def tensor_loader(datamodule, *tensors: torch.Tensor, batch_size: int, shuffle: 
     if trainer is None:
         return TensorLoader(*tensors, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
     return TensorLoader(*tensors, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                        device=trainer.strategy.root_device, rank=trainer.global_rank, world_size=trainer.world_size)
+                        device=trainer.strategy.root_device, rank=trainer.global_rank, world_size=trainer.world_size,
+                        trainer=trainer)

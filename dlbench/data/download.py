@@ -8,6 +8,7 @@ checksum matched, so an interrupted or corrupt download never leaves a file that
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
@@ -15,6 +16,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,14 +69,26 @@ def _progress(total: int | None, desc: str):
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=False)
 
 
-def _download(url: str, dest: Path, timeout: float) -> None:
+def _download(url: str, dest: Path, timeout: float, desc: str) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "dlbench"})
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) URLs from our tables)
         total = response.headers.get("Content-Length")
-        with dest.open("wb") as out, _progress(int(total) if total else None, dest.name) as bar:
+        total = int(total) if total and total.isdigit() else None
+        received = 0
+        with dest.open("wb") as out, _progress(total, desc) as bar:
             for chunk in iter(lambda: response.read(1 << 16), b""):
                 out.write(chunk)
+                received += len(chunk)
                 bar.update(len(chunk))
+    # http.client ends a read quietly when the server drops the connection; a short file must not pass as whole
+    # (a Remote without a checksum would otherwise accept it).
+    if total is not None and received != total:
+        raise OSError(f"connection closed after {received} of {total} bytes")
+
+
+def offline() -> bool:
+    """Whether downloads are switched off: ``DLBENCH_OFFLINE`` set to anything but empty, 0, false or no."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def fetch(dataset: str, remote: Remote, root: str | os.PathLike | None = None, timeout: float = 30.0) -> Path:
@@ -88,7 +102,7 @@ def fetch(dataset: str, remote: Remote, root: str | os.PathLike | None = None, t
     if path.is_file():
         return path
     where = f"Put {remote.filename} in {directory} (or pass --data.root DIR holding it)"
-    if os.environ.get(OFFLINE_ENV):
+    if offline():
         raise DlbenchError(f"{dataset}: {path} is missing and downloads are off ({OFFLINE_ENV} is set). {where}; "
                            f"it is published at {remote.urls[0]}.")
     try:
@@ -98,21 +112,23 @@ def fetch(dataset: str, remote: Remote, root: str | os.PathLike | None = None, t
                            f"Set {DATA_DIR_ENV} or --data.root to a writable directory.") from None
     failures = []
     for url in remote.urls:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{remote.filename}.", suffix=".part", dir=directory)
-        os.close(fd)
-        tmp = Path(tmp_name)
+        tmp: Path | None = None
         try:
-            _download(url, tmp, timeout)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{remote.filename}.", suffix=".part", dir=directory)
+            os.close(fd)
+            tmp = Path(tmp_name)
+            _download(url, tmp, timeout, remote.filename)
             problem = verify(tmp, remote)
             if problem:
                 failures.append(f"{url}: checksum mismatch ({problem})")
                 continue
             os.replace(tmp, path)  # atomic on one file system: the file appears whole or not at all
             return path
-        except (urllib.error.URLError, OSError, TimeoutError) as err:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as err:
             failures.append(f"{url}: {getattr(err, 'reason', None) or err}")
         finally:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
     raise DlbenchError(f"{dataset}: could not download {remote.filename} ({'; '.join(failures)}). {where}; "
                        f"it is published at {remote.urls[0]}.")
 
@@ -128,8 +144,13 @@ def _safe_target(dest: Path, name: str) -> Path:
 def extract(archive: Path, dest: Path) -> Path:
     """Extract a .zip, .tar, .tar.gz or .tgz into ``dest``, refusing members that would land outside it (absolute
     paths, ``..``, links pointing out). Extraction goes to a temporary folder renamed into place when complete."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    except OSError as err:
+        raise DlbenchError(f"cannot extract {archive}: {dest.parent} is not writable ({err.strerror}). Extract the "
+                           f"archive yourself into a writable folder and point --data.root there, or set "
+                           f"{DATA_DIR_ENV} to a writable directory.") from None
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
@@ -140,8 +161,10 @@ def extract(archive: Path, dest: Path) -> Path:
             with tarfile.open(archive) as tf:
                 for member in tf.getmembers():
                     _safe_target(tmp, member.name)
-                    if member.issym() or member.islnk():
+                    if member.issym():  # relative to the link's own folder
                         _safe_target(tmp, os.path.join(os.path.dirname(member.name), member.linkname))
+                    elif member.islnk():  # a hard link names another member, relative to the archive's top
+                        _safe_target(tmp, member.linkname)
                     if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
                         raise DlbenchError(f"archive {archive} holds a special file {member.name!r}; refusing it.")
                 tf.extractall(tmp, filter="data")
@@ -151,9 +174,10 @@ def extract(archive: Path, dest: Path) -> Path:
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as err:
-        raise DlbenchError(f"cannot extract {archive}: {err}. The file is corrupt or truncated: delete it and "
-                           f"download it again.") from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as err:
+        raise DlbenchError(f"cannot extract {archive} into {dest}: {err}. If the archive is corrupt or truncated, "
+                           f"delete it and download it again; otherwise check the free space and permissions "
+                           f"there.") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
