@@ -236,3 +236,30 @@ class RngState(Callback):
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
         if "cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class CompileTimer(Callback):
+    """Separates torch.compile's one-off cost from training time: the first training batch (which compiles) minus a
+    typical later one, logged once as ``train/compile_seconds`` and printed."""
+
+    def __init__(self) -> None:
+        self.durations: list[float] = []
+        self._t0 = 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        if len(self.durations) < 4:
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if len(self.durations) >= 4:
+            return
+        self.durations.append(time.perf_counter() - self._t0)
+        if len(self.durations) == 4 or (len(self.durations) >= 2 and trainer.num_training_batches <= 2):
+            later = sorted(self.durations[1:])[len(self.durations[1:]) // 2]
+            seconds = max(self.durations[0] - later, 0.0)
+            if trainer.logger is not None:
+                trainer.logger.log_metrics({"train/compile_seconds": seconds}, step=trainer.global_step)
+            if trainer.is_global_zero:
+                print(f"dlbench: torch.compile took {seconds:.1f} s (first batch {self.durations[0]:.2f} s, "
+                      f"then {later * 1000:.1f} ms a batch)", file=sys.stderr)
+            self.durations.append(float("nan"))  # done: stop measuring

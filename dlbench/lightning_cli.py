@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import sys
 import tempfile
 import warnings
@@ -18,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from dlbench import __version__
-from dlbench.callbacks import BestMetric, Checkpoint, FiniteLossGuard, GracefulStop, NonFiniteLoss, RngState, RunStatus
+from dlbench.callbacks import BestMetric, Checkpoint, FiniteLossGuard, GracefulStop, NonFiniteLoss, RngState, RunStatus, CompileTimer
 from dlbench.errors import DlbenchError
 from dlbench.runner import DEFAULT_SEED, Target, _argument_error_text, linked_attributes, model_class_of, \
     trainer_defaults
@@ -56,6 +57,9 @@ class DlbenchCLI(LightningCLI):
         })
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint on the test split when training ends")
+        parser.add_argument("--compile", type=bool, default=False,
+                            help="compile the model's forward with torch.compile (compile time is logged apart as "
+                                 "train/compile_seconds)")
         for attr in linked_attributes(plugin, self.plugin_model_class):
             parser.link_arguments(f"data.{attr}", f"model.init_args.{attr}", apply_on="instantiate")
 
@@ -108,12 +112,40 @@ class DlbenchCLI(LightningCLI):
         if isinstance(self.trainer.logger, RunLogger):
             self.trainer.logger.run_params = self._run_params()
 
-    before_fit = before_validate = before_test = before_predict = _before
+    before_validate = before_test = before_predict = _before
+
+    def before_fit(self) -> None:
+        self._before()
+        if self.config_init["fit"].get("compile"):
+            import torch
+
+            # Compiling forward in place keeps the LightningModule (hooks, hparams, checkpoints) as it is.
+            self.model.forward = torch.compile(self.model.forward)
+            self.trainer.callbacks.append(CompileTimer())
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint's hyperparameters into the config before building the model; check the
+        # file first, and keep a checkpoint of another model from silently swapping the model class.
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path in (None, "best", "last", "hpc", "registry"):
+            return
+        self._checkpoint = load_checkpoint(path, self.config[subcommand].get("weights_only"))
+        saved_class = self._checkpoint.get("hyper_parameters", {}).get("_class_path")
+        wanted = self.config[subcommand].get("model", {}).get("class_path")
+        if saved_class and wanted and saved_class != wanted:
+            raise DlbenchError(f"checkpoint {path} does not fit {wanted.rpartition('.')[2]}: it was saved by "
+                               f"{saved_class}. Use a checkpoint of the same plugin, or choose the plugin that wrote "
+                               f"it with --model.")
+        try:
+            super()._parse_ckpt_path()
+        except pickle.UnpicklingError:  # opted in with --weights_only false: Lightning's own look is always safe
+            pass
 
     def _run_subcommand(self, subcommand: str) -> None:
-        ckpt_path = self.config_init[subcommand].get("ckpt_path")
-        if ckpt_path not in (None, "best", "last", "hpc", "registry"):
-            check_checkpoint(ckpt_path, self.model, self.config_init[subcommand].get("weights_only"))
+        if getattr(self, "_checkpoint", None) is not None:
+            check_fits(self.config_init[subcommand]["ckpt_path"], self._checkpoint, self.model)
+            self._checkpoint = None
         check_log_dir(self.trainer)
         try:
             super()._run_subcommand(subcommand)
@@ -165,10 +197,9 @@ def _exception_chain(err: BaseException) -> list[BaseException]:
     return chain
 
 
-def check_checkpoint(path: str, model: L.LightningModule, weights_only: bool | None) -> None:
-    """Fail early, with a message, on a checkpoint that is missing, corrupt, unsafe or of another model."""
-    import pickle
-
+def load_checkpoint(path: str, weights_only: bool | None) -> dict:
+    """The checkpoint at ``path``, loaded without running code unless the user opted in; a DlbenchError that
+    says what is wrong with a missing, corrupt, unsafe or foreign file."""
     import torch
 
     try:
@@ -177,18 +208,26 @@ def check_checkpoint(path: str, model: L.LightningModule, weights_only: bool | N
         raise DlbenchError(f"checkpoint {path} does not exist. Check the path (runs keep theirs in "
                            f"lightning_logs/<plugin>/version_N/checkpoints/).") from None
     except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise DlbenchError(f"checkpoint {path} is corrupt or not a checkpoint at all ({str(err)[:120]}). Use "
+                               f"another checkpoint, e.g. the run's last.ckpt or best-*.ckpt.") from None
+        blocked = next((ln for ln in str(err).splitlines() if "GLOBAL" in ln), "").strip()
         raise DlbenchError(f"checkpoint {path} holds Python objects beyond tensors and plain data, so loading it "
-                           f"could run code; dlbench refused to load it ({str(err).splitlines()[-1][:200]}). If you "
-                           f"trust where it came from, add --weights_only false.") from None
+                           f"could run code; dlbench refused to load it ({blocked[:160]}). If you trust where it "
+                           f"came from, add --weights_only false.") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise DlbenchError(f"checkpoint {path} is corrupt or truncated ({str(err).splitlines()[0][:200]}). Use "
                            f"another checkpoint, e.g. the run's last.ckpt or best-*.ckpt.") from None
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise DlbenchError(f"{path} is not a Lightning checkpoint (it has no state_dict). Use a .ckpt file written "
                            f"by dlbench fit.")
-    expected = set(model.state_dict())
-    missing, unexpected = expected - set(state), set(state) - expected
+    return checkpoint
+
+
+def check_fits(path: str, checkpoint: dict, model: L.LightningModule) -> None:
+    """Fail early when a checkpoint's weights are not those of ``model`` (another plugin, other sizes)."""
+    expected, saved = set(model.state_dict()), set(checkpoint["state_dict"])
+    missing, unexpected = expected - saved, saved - expected
     if missing or unexpected:
         saved_by = checkpoint.get("hyper_parameters", {}).get("_class_path", "another model")
         raise DlbenchError(f"checkpoint {path} does not fit {type(model).__name__}: it was saved by {saved_by} "

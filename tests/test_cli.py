@@ -154,3 +154,12 @@ def test_example_third_party_plugin_installs_lists_and_runs(tmp_path):
     finally:
         subprocess.run([*pip, "uninstall", "-y", "-q", "dlbench-example-iris"], capture_output=True)
     assert "iris_mlp" not in dlbench("list", cwd=tmp_path).stdout
+
+
+def test_compile_option_reports_compile_time_apart(tmp_path):
+    result = dlbench("fit", "--model", "lstm", "--model.hidden_size", "8", "--compile", "true", "--trainer.max_epochs",
+                     "1", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "dlbench: torch.compile took" in result.stderr
+    scalars = last_scalars(tmp_path / "lightning_logs" / "lstm" / "version_0")
+    assert scalars["train/compile_seconds"] > 0

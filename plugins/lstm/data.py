@@ -33,6 +33,9 @@ def read_series(path: str | Path, column: str | None = None) -> torch.Tensor:
     if len(rows) < 2:
         raise DlbenchError(f"series file {path} has no data rows: a header row and one value a row are expected.")
     header = [h.strip() for h in rows[0]]
+    if not header:
+        raise DlbenchError(f"series file {path} starts with an empty line; its first line must be the header row "
+                           f"naming the columns.")
     if column is None:
         index = len(header) - 1
     elif column in header:

@@ -1,0 +1,218 @@
+"""Runs are never lost or corrupted: interruption and resume, kill -9, concurrent starts, bad input, unsafe files."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import dlbench
+
+from dlbench.runs import read_scalars
+
+STEPS = 26  # an epoch of the run below: 207 training windows in batches of 8, room to stop in the middle of one
+SMALL = ("--model", "lstm", "--model.hidden_size", "16", "--data.batch_size", "8", "--trainer.max_epochs", "4",
+         "--trainer.enable_progress_bar", "false")
+
+
+def _start(cwd: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("DLBENCH_LOG_DIR", None)
+    return subprocess.Popen([sys.executable, "-m", "dlbench", "fit", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_steps(run: Path, steps: int, process: subprocess.Popen, timeout: float = 240) -> None:
+    status, deadline = run / "status.json", time.time() + timeout
+    while time.time() < deadline:
+        if status.exists() and json.loads(status.read_text()).get("steps", 0) >= steps:
+            return
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.05)
+    raise AssertionError("the run did not reach the step in time")
+
+
+def _curve(run: Path, tag: str) -> list[tuple[int, float]]:
+    return read_scalars(run)[tag]
+
+
+def _stop_in_second_epoch(tmp_path: Path, how: signal.Signals) -> tuple[Path, dict]:
+    run = tmp_path / "lightning_logs" / "lstm" / "version_0"
+    process = _start(tmp_path, *SMALL)
+    _wait_for_steps(run, STEPS, process)
+    time.sleep(0.2)  # into the second epoch
+    process.send_signal(how)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert f"Resume with: dlbench fit --resume {Path('lightning_logs/lstm/version_0')}" in err
+    assert "Traceback" not in err
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["steps"] % STEPS != 0  # stopped inside an epoch
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == status["steps"]  # the checkpoint was written where it stopped
+    return run, status
+
+
+def test_sigterm_stops_at_a_batch_boundary_with_a_checkpoint(tmp_path):
+    _stop_in_second_epoch(tmp_path, signal.SIGTERM)
+
+
+def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """Ctrl-C stops at a batch boundary with a checkpoint; the resumed run matches, number for number, a run that
+    was never stopped (same batches, same random draws)."""
+    run, status = _stop_in_second_epoch(tmp_path, signal.SIGINT)
+
+    resumed = dlbench("fit", "--resume", str(run), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    assert not (run.parent / "version_1").exists()  # same run directory, no second run
+
+    straight = dlbench("fit", *SMALL, cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+    reference = run.parent / "version_1"
+    for tag in ("val/loss", "val/rmse", "test/rmse"):
+        assert _curve(run, tag) == pytest.approx(_curve(reference, tag), rel=1e-6), tag
+    # The epoch mean of the training loss in the interrupted epoch averages only the batches run after the resume
+    # (metric accumulators are not checkpointed); every other epoch's value is identical.
+    stopped_epoch = status["steps"] // STEPS
+    train, train_ref = _curve(run, "train/loss"), _curve(reference, "train/loss")
+    assert [s for s, _ in train] == [s for s, _ in train_ref]
+    del train[stopped_epoch], train_ref[stopped_epoch]
+    assert train == pytest.approx(train_ref, rel=1e-6)
+
+    again = dlbench("fit", "--resume", str(run), cwd=tmp_path)
+    assert again.returncode == 0 and "already finished" in again.stdout
+
+
+def test_kill_9_then_resume_continues_from_the_last_checkpoint_without_duplicate_steps(tmp_path):
+    run = tmp_path / "lightning_logs" / "lstm" / "version_0"
+    process = _start(tmp_path, *SMALL)
+    _wait_for_steps(run, 2 * STEPS, process)
+    time.sleep(0.2)
+    process.kill()
+    process.wait()
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "running"  # nobody could mark it: the process died mid-write of nothing
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] % STEPS == 0
+
+    resumed = dlbench("fit", "--resume", str(run), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    steps = [s for s, _ in _curve(run, "train/loss")]
+    assert steps == [STEPS * (e + 1) - 1 for e in range(4)]  # one point an epoch, none twice, none missing
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+
+
+def test_concurrent_starts_get_distinct_run_directories(tmp_path):
+    quick = ("--model", "lstm", "--model.hidden_size", "8", "--trainer.max_epochs", "1",
+             "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1", "--test_after_fit", "false",
+             "--trainer.enable_progress_bar", "false")
+    processes = [_start(tmp_path, *quick) for _ in range(4)]
+    for p in processes:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    runs = sorted((tmp_path / "lightning_logs" / "lstm").iterdir())
+    assert [r.name for r in runs] == [f"version_{i}" for i in range(4)]
+    for r in runs:  # each run complete and its own
+        assert (r / "config.yaml").is_file() and (r / "checkpoints" / "last.ckpt").is_file()
+        assert json.loads((r / "status.json").read_text())["status"] == "finished"
+
+
+class _RunsCode:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_whose_pickle_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": _RunsCode(str(marker))}, evil)
+    result = dlbench("test", "--model", "lstm", "--ckpt_path", str(evil), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "could run code" in result.stderr and "--weights_only false" in result.stderr
+    assert not marker.exists()
+    with pytest.raises(pickle.UnpicklingError):  # the same file through torch's own safe loader
+        torch.load(evil, weights_only=True)
+    assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("finished")
+    result = dlbench("fit", "--model", "lstm", "--model.hidden_size", "8", "--trainer.max_epochs", "2", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd / "lightning_logs" / "lstm" / "version_0"
+
+
+def _bad_inputs(tmp: Path, run: Path) -> dict[str, tuple[list[str], dict, int, str]]:
+    (tmp / "broken.yaml").write_text("model: [unclosed\n")
+    (tmp / "unknown_key.yaml").write_text("model:\n  class_path: dlbench_plugins.lstm.model.LSTMForecaster\n"
+                                          "  init_args:\n    hidden_sizes: 3\n")
+    ckpt = run / "checkpoints" / "last.ckpt"
+    (tmp / "truncated.ckpt").write_bytes(ckpt.read_bytes()[:5000])
+    (tmp / "not_a_checkpoint.ckpt").write_text("hello")
+    (tmp / "bad.csv").write_text("year,value\n1,2\n2,oops\n")
+    other = {"state_dict": {"encoder.weight": torch.zeros(2, 2)}, "hyper_parameters": {"_class_path": "other.Model"}}
+    torch.save(other, tmp / "other_plugin.ckpt")
+    torch.save({"state_dict": {"encoder.weight": torch.zeros(2, 2)}}, tmp / "other_weights.ckpt")
+    blocker = tmp / "a_file"
+    blocker.write_text("")
+    return {
+        "unknown dataset": (["fit", "--model", "lstm", "--data", "sunspot"], {}, 2, "Did you mean 'sunspots'"),
+        "incompatible data": (["fit", "--model", "lstm", "--data", "digits"], {}, 2, "expects series data"),
+        "zero batch size": (["fit", "--model", "lstm", "--data.batch_size", "0"], {}, 2, "batch_size must be >= 1"),
+        "negative lr": (["fit", "--model", "lstm", "--model.lr", "-1"], {}, 2, "lr must be > 0"),
+        "malformed yaml": (["fit", "--config", "broken.yaml"], {}, 2, "not valid YAML"),
+        "unknown config key": (["fit", "--config", "unknown_key.yaml"], {}, 2, "hidden_sizes"),
+        "missing data file": (["fit", "--model", "lstm", "--data.path", "nope.csv"], {}, 2, "does not exist"),
+        "corrupt data file": (["fit", "--model", "lstm", "--data.path", "bad.csv"], {}, 2, "line 3"),
+        "truncated checkpoint": (["test", "--model", "lstm", "--ckpt_path", "truncated.ckpt"], {}, 2,
+                                 "corrupt or truncated"),
+        "not a checkpoint": (["test", "--model", "lstm", "--ckpt_path", "not_a_checkpoint.ckpt"], {}, 2,
+                             "corrupt or truncated"),
+        "checkpoint of another plugin": (["test", "--model", "lstm", "--ckpt_path", "other_plugin.ckpt"], {}, 2,
+                                         "saved by other.Model"),
+        "checkpoint of other weights": (["test", "--model", "lstm", "--ckpt_path", "other_weights.ckpt"], {}, 2,
+                                        "does not fit LSTMForecaster"),
+        "missing checkpoint": (["test", "--model", "lstm", "--ckpt_path", "gone.ckpt"], {}, 2, "does not exist"),
+        "resume of a missing run": (["fit", "--resume", "lightning_logs/lstm/version_99"], {}, 2, "does not exist"),
+        "unwritable log directory": (["fit", "--model", "lstm"], {"DLBENCH_LOG_DIR": str(blocker / "runs")}, 2,
+                                     "cannot write runs under"),
+    }
+
+
+CASES = ["unknown dataset", "incompatible data", "zero batch size", "negative lr", "malformed yaml",
+         "unknown config key", "missing data file", "corrupt data file", "truncated checkpoint", "not a checkpoint",
+         "checkpoint of another plugin", "checkpoint of other weights", "missing checkpoint", "resume of a missing run", "unwritable log directory"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_ends_with_a_clear_message_and_loses_nothing(case, finished_run, tmp_path):
+    args, env, code, says = _bad_inputs(tmp_path, finished_run)[case]
+    before = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*") if p.is_file()}
+    result = dlbench(*args, cwd=tmp_path, env=env)
+    assert result.returncode == code, result.stderr
+    assert says in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert {p: p.stat().st_mtime_ns for p in finished_run.rglob("*") if p.is_file()} == before
+
+
+def test_nan_keeps_the_last_good_checkpoint(tmp_path):
+    result = dlbench("fit", "--model", "lstm", "--model.lr", "1e30", "--trainer.max_epochs", "3", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "NaN or infinite at step" in result.stderr and "--trainer.gradient_clip_val" in result.stderr
+    assert "Traceback" not in result.stderr
+    run = tmp_path / "lightning_logs" / "lstm" / "version_0"
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"
+    for ckpt in (run / "checkpoints").glob("*.ckpt"):
+        state = torch.load(ckpt, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()), ckpt.name
