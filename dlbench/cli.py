@@ -28,10 +28,23 @@ Plugins:
   list [--json] [--datasets]         every installed plugin (or dataset) and where it comes from
   info NAME                          a plugin's data, metric, every argument, an example
 
+Comparing runs:
+  compare [DIR ...]                  one row a run: differing hyperparameters, best and final monitor value,
+                                     epochs, time, parameters, status (--sort, --filter, --format, --plot)
+  bench --models a,b | --kind KIND   train each model for each seed, then write a leaderboard (--seeds,
+                                     --max_epochs | --max_time, --data, --output; -- extra fit arguments)
+
+Beyond a runner:
+  sweep --model NAME --param model.lr=float:1e-4:1e-2:log ...   hyperparameter search (Optuna), resumable
+  export RUN_DIR --format onnx|torchscript                       export and check against PyTorch's outputs
+  new-plugin NAME [DIR]                                          write a complete third-party plugin package
+
 Examples:
   dlbench fit --model lstm
   dlbench fit --model lstm --model.hidden_size 128 --trainer.max_epochs 20
   dlbench fit --config lightning_logs/lstm/version_0/config.yaml
+  dlbench compare --filter plugin=lstm --sort val/rmse --plot curves.png
+  dlbench bench --models lstm,rnn --seeds 3 --max_epochs 20
   tensorboard --logdir lightning_logs
 
 Add --debug (or set DLBENCH_DEBUG=1) to see full tracebacks. Set {registry.DISABLE_ENV}=1 to load only
@@ -107,6 +120,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe one plugin")
     p.add_argument("name")
     p.set_defaults(func=cmd_info)
+    from dlbench import bench, compare  # light modules: what they need heavy is imported when a command runs
+
+    compare.add_arguments(sub.add_parser("compare", prog="dlbench compare", help="compare runs in a table"))
+    bench.add_arguments(sub.add_parser("bench", prog="dlbench bench", help="train models over seeds, rank them"))
+    from dlbench import export, scaffold, sweep  # light too: torch and optuna are imported when a command runs
+
+    for module in (sweep, export, scaffold):
+        module.add_parser(sub)
     return parser
 
 
@@ -123,7 +144,7 @@ def dispatch(argv: list[str]) -> int:
 
         return run(argv[0], argv[1:])
     parser = _parser()
-    known = {"list", "info"}
+    known = {"list", "info", "compare", "bench", "sweep", "export", "new-plugin"}
     if argv[0] not in known:
         import difflib
 

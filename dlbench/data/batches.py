@@ -3,14 +3,32 @@
 For data that fits in memory, a DataLoader costs a worker hand-off, per-sample indexing and a collate for every
 batch. :class:`TensorLoader` instead keeps the whole dataset as tensors on the training device (moved once) and
 yields batches by indexing with one random permutation per epoch.
+
+:func:`tensor_loader` picks the path. On CPU the tensors are already where training happens, so it is always a
+:class:`TensorLoader`. On a GPU it is one only when the tensors fit in a fraction (:data:`DEVICE_BUDGET`) of the
+device's free memory; larger data stays in host memory and is served by a ``DataLoader`` over a ``TensorDataset``
+with pinned memory and two worker processes. The environment variable ``DLBENCH_DATA_PATH`` overrides the choice:
+``auto`` (the default), ``device`` (always a TensorLoader) or ``dataloader`` (always a DataLoader), e.g.
+``DLBENCH_DATA_PATH=dataloader dlbench fit --model cnn`` to compare the two.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 
 import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from dlbench.errors import DlbenchError
+
+PATH_ENV = "DLBENCH_DATA_PATH"
+PATHS = ("auto", "device", "dataloader")
+DEVICE_BUDGET = 0.25
+"""Fraction of a GPU's free memory one loader's tensors may take and still be moved there: a datamodule makes three
+loaders (train, validation, test), and the model's activations need the rest."""
+LOADER_WORKERS = 2
 
 
 class TensorLoader:
@@ -89,11 +107,42 @@ class TensorLoader:
         self._restored = True
 
 
+def _nbytes_to_move(tensors: tuple[torch.Tensor, ...], device: torch.device) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t.device != device)
+
+
+def data_path(tensors: tuple[torch.Tensor, ...], device: torch.device) -> str:
+    """``"device"`` (batch on the device with a :class:`TensorLoader`) or ``"dataloader"``, as ``DLBENCH_DATA_PATH``
+    asks, or, for ``auto``, by whether the tensors fit in :data:`DEVICE_BUDGET` of the device's free memory."""
+    requested = os.environ.get(PATH_ENV, "auto").strip().lower() or "auto"
+    if requested not in PATHS:
+        raise DlbenchError(f"{PATH_ENV}={requested!r} is not a data path; use one of {', '.join(PATHS)} (auto: keep "
+                           f"the data on the device when it fits).")
+    if requested != "auto":
+        return requested
+    if device.type != "cuda":  # CPU: the data is where training happens; other accelerators: no free-memory query
+        return "device"
+    free, _ = torch.cuda.mem_get_info(device)
+    return "device" if _nbytes_to_move(tensors, device) <= DEVICE_BUDGET * free else "dataloader"
+
+
+def _dataloader(tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool, drop_last: bool,
+                device: torch.device) -> DataLoader:
+    # Under a distributed strategy Lightning replaces the sampler with a DistributedSampler (one shard a rank).
+    return DataLoader(TensorDataset(*(t.cpu() for t in tensors)), batch_size=batch_size, shuffle=shuffle,
+                      drop_last=drop_last, num_workers=LOADER_WORKERS, persistent_workers=True,
+                      pin_memory=device.type == "cuda")
+
+
 def tensor_loader(datamodule, *tensors: torch.Tensor, batch_size: int, shuffle: bool = False,
-                  drop_last: bool = False) -> TensorLoader:
-    """A :class:`TensorLoader` placed on the device and shard of ``datamodule``'s trainer (CPU, one shard, when the
-    datamodule is used without a trainer)."""
+                  drop_last: bool = False) -> TensorLoader | DataLoader:
+    """Batches of ``tensors`` for ``datamodule``'s trainer: a :class:`TensorLoader` on the trainer's device and shard
+    when the data fits there, else a ``DataLoader`` from host memory (see the module docstring and
+    ``DLBENCH_DATA_PATH``). Without a trainer: a TensorLoader on the tensors' device, one shard."""
     trainer = getattr(datamodule, "_trainer", None) or getattr(datamodule, "trainer", None)
+    device = trainer.strategy.root_device if trainer is not None else tensors[0].device if tensors else None
+    if device is not None and data_path(tensors, device) == "dataloader":
+        return _dataloader(tensors, batch_size, shuffle, drop_last, device)
     if trainer is None:
         return TensorLoader(*tensors, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
     return TensorLoader(*tensors, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric, MeanSquaredError
 
+from dlbench.precision import full_precision
+
 
 class LSTMForecaster(L.LightningModule):
     def __init__(self, n_features: int = 1, window: int = 10, hidden_size: int = 64, num_layers: int = 2,
@@ -53,7 +55,7 @@ class LSTMForecaster(L.LightningModule):
         self.test_rmse_persistence = MeanSquaredError(squared=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm(x)
+        out, _ = full_precision(self.lstm, x)  # oneDNN's CPU LSTM has no bf16 kernel; cuDNN's runs bf16 as is
         return self.head(out[:, -1])
 
     def denormalize(self, y: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,682 @@
+"""``dlbench sweep``: a hyperparameter search over any plugin's command-line arguments, with Optuna.
+
+::
+
+    dlbench sweep --model lstm --param model.hidden_size=int:8:64:log --param model.lr=float:1e-4:1e-2:log \\
+        --param model.num_layers=choice:1,2 --trials 8 --sampler tpe -- --trainer.max_epochs 5
+
+Every trial is an ordinary ``dlbench fit`` run in its own process (``lightning_logs/<plugin>/sweep-<name>-trial_N``,
+with its config.yaml, checkpoints and TensorBoard events), started with the sampled arguments. Its objective is the
+best value of ``--metric`` it logged (the plugin's monitor by default), read back from its event files. Trials report
+each validation to the study through :class:`dlbench.pruning.OptunaPruning`, so the pruner stops poor ones early.
+
+The study lives in a database: a SQLite file in the sweep directory by default, any SQLAlchemy URL with
+``--storage``. Running the same command again continues the study: finished trials stay as they are, a trial that
+was running when its sweep stopped is run again, and ``--trials`` is the total wanted. A trial that fails (an
+exception, a non-finite loss, a bad argument value) is recorded as failed with its reason and the sweep goes on.
+``--jobs N`` runs N trials at a time; several ``dlbench sweep`` processes given the same ``--storage`` and
+``--name`` share one study. At the end: a table of the trials, the best one and how to reproduce it, and a plot.
+
+This module imports neither torch nor Optuna until a sweep runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlbench import registry
+from dlbench.errors import DlbenchError
+from dlbench.runner import LOG_DIR
+
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "none")
+GRID_LIMIT = 1000
+_KEY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_EXAMPLES = "e.g. model.hidden_size=int:8:64:log, model.lr=float:1e-4:1e-2:log, model.num_layers=choice:1,2"
+
+
+# --- the search space --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Param:
+    """One searched argument: ``key=int:LO:HI[:log][:step=S]``, ``key=float:LO:HI[:log]`` or ``key=choice:A,B``."""
+
+    key: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple = ()
+
+    def distribution(self):
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.kind == "int":
+            return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        if self.kind == "float":
+            return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+        return CategoricalDistribution(self.choices)
+
+    def grid(self) -> list:
+        if self.kind == "choice":
+            return list(self.choices)
+        if self.kind == "int":
+            values = list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+            if len(values) <= GRID_LIMIT:
+                return values
+        raise DlbenchError(f"grid sampling needs a short list of values for {self.key}; give them as "
+                           f"{self.key}=choice:A,B,C (or an int range with a step, int:8:64:step=8).")
+
+
+def _split_choices(text: str) -> list[str]:
+    """``a,b,[1, 2]`` -> ``["a", "b", "[1, 2]"]``: commas inside brackets or braces do not split."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        if char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
+
+
+def _choice_value(text: str) -> Any:
+    """A choice as Optuna stores it: a number, bool, None or string; lists and dicts stay the text the CLI reads."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text.strip()
+    return value if value is None or isinstance(value, (bool, int, float, str)) else text.strip()
+
+
+def parse_param(text: str) -> Param:
+    key, sep, spec = text.partition("=")
+    key = key.strip().removeprefix("--")
+    if not sep or not _KEY.match(key):
+        raise DlbenchError(f"--param {text!r} is not KEY=SPEC ({_EXAMPLES}).")
+    kind, _, rest = spec.partition(":")
+    if kind == "choice":
+        choices = tuple(_choice_value(c) for c in _split_choices(rest) if c.strip())
+        if not choices:
+            raise DlbenchError(f"--param {text!r} lists no choices; write {key}=choice:A,B,C.")
+        if len(set(map(repr, choices))) != len(choices):
+            raise DlbenchError(f"--param {text!r} lists a choice twice.")
+        return Param(key, "choice", choices=choices)
+    if kind not in ("int", "float"):
+        raise DlbenchError(f"--param {text!r}: the kind must be int, float or choice ({_EXAMPLES}).")
+    fields = rest.split(":")
+    options = fields[2:]
+    try:
+        cast = int if kind == "int" else float
+        low, high = cast(fields[0]), cast(fields[1])
+        steps = [cast(o.removeprefix("step=")) for o in options if o.startswith("step=")]
+    except (ValueError, IndexError):
+        raise DlbenchError(f"--param {text!r}: write {key}={kind}:LOW:HIGH with {kind} bounds, optionally :log or "
+                           f":step=S ({_EXAMPLES}).") from None
+    unknown = [o for o in options if o != "log" and not o.startswith("step=")]
+    log = "log" in options
+    if unknown:
+        raise DlbenchError(f"--param {text!r}: unknown option {unknown[0]!r}; the options are log and step=S.")
+    if not low <= high:
+        raise DlbenchError(f"--param {text!r}: the low bound {low} is above the high bound {high}.")
+    if log and low <= 0:
+        raise DlbenchError(f"--param {text!r}: a log scale needs a positive low bound, got {low}.")
+    if log and steps:
+        raise DlbenchError(f"--param {text!r}: choose log or step=S, not both.")
+    return Param(key, kind, low, high, log, steps[0] if steps else None)
+
+
+def cli_value(value: Any) -> str:
+    """A sampled value as the ``dlbench fit`` command line spells it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def shown(value: Any) -> str:
+    """A sampled value for tables: four significant digits for floats."""
+    return f"{value:.4g}" if isinstance(value, float) else cli_value(value)
+
+
+def overrides(params: dict[str, Any]) -> list[str]:
+    return [arg for key, value in params.items() for arg in (f"--{key}", cli_value(value))]
+
+
+# --- the sweep's definition --------------------------------------------------------------------------------------
+
+@dataclass
+class Sweep:
+    model: str
+    params: list[Param]
+    data: str | None = None
+    trials: int | None = None
+    sampler: str = "tpe"
+    metric: str | None = None
+    direction: str | None = None
+    pruner: str = "median"
+    jobs: int = 1
+    name: str | None = None
+    root: str = "sweeps"
+    storage: str | None = None
+    seed: int = 0
+    fit_args: list[str] = field(default_factory=list)
+
+    def resolve(self) -> None:
+        """Fill the defaults that depend on the plugin and check what can be checked before any trial runs."""
+        plugin = registry.plugin(self.model)
+        self.plugin_name = plugin.name
+        self.metric = self.metric or plugin.monitor
+        if "/" not in self.metric:
+            raise DlbenchError(f"--metric {self.metric!r} is not a logged metric name such as val/loss or "
+                               f"{plugin.monitor}.")
+        default_direction = "minimize" if plugin.mode == "min" else "maximize"
+        if self.direction is None:
+            self.direction = default_direction if self.metric == plugin.monitor else "minimize"
+        if not self.params:
+            raise DlbenchError(f"a sweep needs at least one --param ({_EXAMPLES}).")
+        keys = [p.key for p in self.params]
+        if len(set(keys)) != len(keys):
+            raise DlbenchError(f"--param names {sorted({k for k in keys if keys.count(k) > 1})[0]} twice.")
+        if self.jobs < 1:
+            raise DlbenchError(f"--jobs must be >= 1, got {self.jobs}.")
+        if self.sampler == "grid":
+            size = math.prod(len(p.grid()) for p in self.params)
+            self.trials = min(self.trials or size, size)
+        self.trials = self.trials or 20
+        if self.trials < 1:
+            raise DlbenchError(f"--trials must be >= 1, got {self.trials}.")
+        self.name = self.name or f"{self.plugin_name}-{self.fingerprint()[:8]}"
+        if not re.match(r"^[\w.-]+$", self.name):
+            raise DlbenchError(f"--name {self.name!r}: use letters, digits, '_', '-' and '.' only.")
+        self.directory = Path(self.root) / self.name
+        self.storage = self.storage or f"sqlite:///{(self.directory / 'study.db').resolve()}"
+
+    def definition(self) -> dict[str, Any]:
+        """What makes two sweeps the same study (not how many trials or processes run it)."""
+        return {"model": self.model, "data": self.data, "metric": self.metric, "direction": self.direction,
+                "params": [vars(p) | {"choices": list(p.choices)} for p in self.params], "fit_args": self.fit_args}
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.definition(), sort_keys=True, default=str).encode()).hexdigest()
+
+    def fit_command(self, params: dict[str, Any]) -> list[str]:
+        """The ``dlbench fit`` arguments of one trial, as a user would type them."""
+        data = ["--data", self.data] if self.data else []
+        return ["fit", "--model", self.model, *data, *overrides(params), *self.fit_args]
+
+
+# --- the study ---------------------------------------------------------------------------------------------------
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _make_sampler(sweep: Sweep, offset: int):
+    import optuna
+
+    # The seed moves on with the trials already in the study, so a resumed sweep does not draw the same points again.
+    seed = sweep.seed + offset
+    if sweep.sampler == "grid":
+
+        class Grid(optuna.samplers.GridSampler):
+            def after_trial(self, study, trial, state, values) -> None:
+                pass  # Optuna's stops study.optimize once the grid is done; the sweep counts its trials itself
+
+        return Grid({p.key: p.grid() for p in sweep.params}, seed=seed)
+    if sweep.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, sweep.trials // 3)))
+
+
+def _make_pruner(sweep: Sweep):
+    import optuna
+
+    if sweep.pruner == "none":
+        return optuna.pruners.NopPruner()
+    # Judge no trial before two others have finished, nor on its first validation, when all runs are still noise.
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+
+
+def open_study(sweep: Sweep):
+    """The sweep's study, created or continued; a DlbenchError when the stored study was defined otherwise.
+    Also returns its storage, whose public methods read and write single trials."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from dlbench.pruning import storage_for
+
+    sweep.directory.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        storage = storage_for(sweep.storage)
+        study = optuna.create_study(study_name=sweep.name, storage=storage, direction=sweep.direction,
+                                    load_if_exists=True, pruner=_make_pruner(sweep))
+    except (SQLAlchemyError, ValueError, ImportError) as err:
+        raise DlbenchError(f"cannot open the study database {sweep.storage}: {str(err).splitlines()[0][:200]}. Give "
+                           f"a reachable SQLAlchemy URL with --storage (e.g. sqlite:///sweep.db).") from None
+    stored = study.user_attrs.get("definition")
+    wanted = json.loads(json.dumps(sweep.definition(), default=str))
+    if stored is None:
+        study.set_user_attr("definition", wanted)
+    elif stored != wanted:
+        changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
+        raise DlbenchError(f"study {sweep.name!r} in {sweep.storage} was started with other settings "
+                           f"({', '.join(changed)} differ). Continue it with the same command, or start another "
+                           f"study with --name.")
+    study.sampler = _make_sampler(sweep, len(study.trials))
+    return study, storage
+
+
+def _counted(trial) -> bool:
+    """Whether a trial counts toward ``--trials``: it finished, or it is running; a trial failed because its sweep
+    was interrupted does not (it is queued to run again)."""
+    from optuna.trial import TrialState
+
+    if trial.state == TrialState.FAIL:
+        return not trial.user_attrs.get("interrupted")
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+def recover_interrupted(study, storage) -> list[int]:
+    """Trials left running by a sweep process of this machine that is gone: failed as interrupted, queued again."""
+    from optuna.trial import TrialState
+
+    recovered = []
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        attrs = trial.user_attrs
+        pid = int(attrs.get("pid", 0))
+        if attrs.get("host") != host or pid <= 0 or _pid_alive(pid):
+            continue  # another live sweep works on it, or another machine: not ours to judge
+        _interrupted(study, storage, trial)
+        recovered.append(trial.number)
+    return recovered
+
+
+def _interrupted(study, storage, trial) -> None:
+    """Fail ``trial`` (a Trial or FrozenTrial) as interrupted and queue its parameters to run again."""
+    from optuna.trial import TrialState
+
+    storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+    storage.set_trial_user_attr(trial._trial_id, "error", "interrupted: the sweep stopped while it ran")
+    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+    study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
+
+
+# --- running trials ----------------------------------------------------------------------------------------------
+
+def best_logged(scalars: dict[str, list[tuple[int, float]]], metric: str, direction: str) -> float:
+    """The best finite value of ``metric`` among a run's scalars (:func:`dlbench.runs.read_scalars`); NaN when it
+    was never finite."""
+    points = [v for _, v in scalars.get(metric, []) if math.isfinite(v)]
+    if not points:
+        return math.nan
+    return min(points) if direction == "minimize" else max(points)
+
+
+def _error_line(log: Path) -> str:
+    """The reason a ``dlbench fit`` process gave for failing: its ``dlbench: error:`` line, else its last line."""
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no output"
+    errors = [ln.removeprefix("dlbench: error: ") for ln in lines if ln.startswith("dlbench: error:")]
+    return (errors or lines or ["no output"])[-1][:500]
+
+
+class Runner:
+    """Runs trials of one study, ``sweep.jobs`` at a time, each as a ``dlbench fit`` process."""
+
+    def __init__(self, sweep: Sweep, study, storage) -> None:
+        self.sweep, self.study, self.storage = sweep, study, storage
+        self.distributions = {p.key: p.distribution() for p in sweep.params}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.children: dict[int, subprocess.Popen] = {}
+        self.fatal: str | None = None
+        self.started = 0
+        self.log_root = Path(os.environ.get("DLBENCH_LOG_DIR", LOG_DIR))
+
+    def _next_trial(self):
+        with self.lock:
+            if self.stop.is_set():
+                return None
+            trials = self.study.get_trials(deepcopy=False)
+            if sum(map(_counted, trials)) >= self.sweep.trials:
+                return None
+            trial = self.study.ask(self.distributions)
+            trial.set_user_attr("host", socket.gethostname())
+            trial.set_user_attr("pid", os.getpid())
+            self.started += 1
+            return trial
+
+    def work(self) -> None:
+        while (trial := self._next_trial()) is not None:
+            try:
+                self.run_trial(trial)
+            except Exception as err:  # a bug or a lost database: stop the sweep, leave no trial running
+                from optuna.exceptions import OptunaError
+                from optuna.trial import TrialState
+
+                self.fatal = self.fatal or f"trial {trial.number} could not be recorded ({type(err).__name__}: {err})"
+                self.stop.set()
+                with contextlib.suppress(OptunaError, KeyError):
+                    self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                return
+
+    def _run_dir(self, number: int) -> Path:
+        base = self.log_root / self.sweep.plugin_name / f"sweep-{self.sweep.name}-trial_{number}"
+        run_dir, n = base, 1
+        while run_dir.exists():  # a study started afresh over the runs of an older one of the same name
+            n += 1
+            run_dir = base.with_name(f"{base.name}-{n}")
+        return run_dir
+
+    def run_trial(self, trial) -> None:
+        from optuna.trial import TrialState
+
+        sweep = self.sweep
+        run_dir = self._run_dir(trial.number)
+        logger = {"class_path": "dlbench.tensorboard.RunLogger",
+                  "init_args": {"save_dir": str(self.log_root), "name": sweep.plugin_name, "version": run_dir.name}}
+        pruning = {"class_path": "dlbench.pruning.OptunaPruning",
+                   "init_args": {"storage": sweep.storage, "study_name": sweep.name, "trial_id": trial._trial_id,
+                                 "monitor": sweep.metric}}
+        command = sweep.fit_command(trial.params)
+        args = [sys.executable, "-m", "dlbench", *command, "--trainer.enable_progress_bar", "false",
+                "--trainer.logger", json.dumps(logger), f"--trainer.callbacks+={json.dumps(pruning)}"]
+        log = sweep.directory / "trials" / f"trial_{trial.number}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("command", shlex.join(["dlbench", *command]))
+        trial.set_user_attr("log", str(log))
+        start = time.monotonic()
+        with log.open("w") as out:
+            # A session of its own: a Ctrl-C in the terminal reaches the sweep, which stops each trial once, cleanly.
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.children[proc.pid] = proc
+            trial.set_user_attr("child_pid", proc.pid)
+            try:
+                code = proc.wait()
+            finally:
+                self.children.pop(proc.pid, None)
+        seconds = time.monotonic() - start
+        trial.set_user_attr("seconds", round(seconds, 1))
+        if self.stop.is_set() and code != 0:
+            _interrupted(self.study, self.storage, trial)
+            return
+        state, value, reason = self._outcome(trial, code, log, run_dir)
+        if reason:
+            trial.set_user_attr("error", reason)
+        self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        self._progress(trial.number, state.name, value, reason, trial.params, seconds)
+
+    def _outcome(self, trial, code: int, log: Path, run_dir: Path):
+        from optuna.trial import TrialState
+
+        sweep = self.sweep
+        if code != 0:
+            reason = _error_line(log)
+            if "unknown argument" in reason:  # a misspelt key: every trial would fail the same way
+                self.fatal = self.fatal or f"trial {trial.number} was refused by dlbench fit: {reason}"
+            return TrialState.FAIL, None, reason
+        if not run_dir.is_dir():
+            return TrialState.FAIL, None, f"the run wrote no directory {run_dir}"
+        from dlbench.runs import read_scalars
+
+        scalars = read_scalars(run_dir)
+        if sweep.metric not in scalars:
+            self.fatal = self.fatal or (f"the runs do not log {sweep.metric!r}; they log {', '.join(sorted(scalars))}. "
+                                        f"Choose one with --metric.")
+            return TrialState.FAIL, None, f"metric {sweep.metric} was not logged"
+        value = best_logged(scalars, sweep.metric, sweep.direction)
+        if math.isnan(value):
+            return TrialState.FAIL, None, f"{sweep.metric} was never finite (NaN or infinite)"
+        pruned_at = self.storage.get_trial(trial._trial_id).user_attrs.get("pruned_at_epoch")
+        if pruned_at is not None:
+            return TrialState.PRUNED, value, f"pruned after epoch {pruned_at}"
+        return TrialState.COMPLETE, value, None
+
+    def _progress(self, number, state, value, reason, params, seconds) -> None:
+        values = " ".join(f"{k}={shown(v)}" for k, v in params.items())
+        result = f"{self.sweep.metric} {value:.6g}" if value is not None and state == "COMPLETE" else reason
+        print(f"trial {number} {state.lower()} in {seconds:.0f} s: {result} ({values})", flush=True)
+
+    def interrupt(self) -> None:
+        """Stop starting trials and ask each running one to stop (it saves a last checkpoint and exits)."""
+        self.stop.set()
+        for proc in list(self.children.values()):
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+
+    def run(self) -> None:
+        active = [self.sweep.jobs]
+        finished = threading.Event()
+
+        def job() -> None:
+            try:
+                self.work()
+            finally:
+                with self.lock:
+                    active[0] -= 1
+                    if active[0] == 0:
+                        finished.set()
+
+        for i in range(self.sweep.jobs):
+            threading.Thread(target=job, daemon=True, name=f"sweep-job-{i}").start()
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM)
+        if main:
+            signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM as Ctrl-C: stop the trials cleanly
+        # An Event, not Thread.join: a join that a Ctrl-C interrupts can leave its thread marked as finished.
+        try:
+            while not finished.wait(timeout=0.5):
+                if self.fatal:
+                    self.stop.set()
+        except KeyboardInterrupt:
+            self.interrupt()
+            with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: stop waiting for the trials
+                finished.wait(timeout=120)
+            for proc in list(self.children.values()):
+                proc.kill()
+            raise
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+
+
+# --- the summary -------------------------------------------------------------------------------------------------
+
+def summary(sweep: Sweep, study) -> str:
+    from optuna.trial import TrialState
+
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    states = [t.state.name.lower() for t in trials]
+    counts = ", ".join(f"{states.count(s)} {s}" for s in ("complete", "pruned", "fail", "running", "waiting")
+                       if states.count(s))
+    minimize = sweep.direction == "minimize"
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE),
+                  key=lambda t: t.value if minimize else -t.value)
+    rest = [t for t in trials if t.state != TrialState.COMPLETE]
+    keys = [p.key for p in sweep.params]
+    header = ["trial", "state", sweep.metric, *keys, "seconds", "run or reason"]
+    rows = []
+    for t in [*done, *rest]:
+        value = f"{t.value:.6g}" if t.value is not None else "-"
+        note = t.user_attrs.get("run_dir", "") if t.state == TrialState.COMPLETE else t.user_attrs.get("error", "")
+        rows.append([str(t.number), t.state.name.lower(), value,
+                     *(shown(t.params[k]) if k in t.params else "-" for k in keys),
+                     str(t.user_attrs.get("seconds", "-")), note])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    lines = [f"sweep {sweep.name}: {len(trials)} trials ({counts}); study {sweep.storage}", ""]
+    for r in [header, *rows]:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+    if done:
+        best = done[0]
+        lines += ["", f"best: trial {best.number}, {sweep.metric} {best.value:.6g} ({sweep.direction}) with "
+                      f"{' '.join(overrides(best.params))}",
+                  f"reproduce: dlbench fit --config {Path(best.user_attrs['run_dir']) / 'config.yaml'}"]
+    return "\n".join(lines)
+
+
+def plot(sweep: Sweep, study, path: Path) -> Path | None:
+    """Objective by trial with the best so far, and the objective against each searched argument."""
+    from matplotlib.figure import Figure
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not done:
+        return None
+    done.sort(key=lambda t: t.number)
+    panels = 1 + len(sweep.params)
+    figure = Figure(figsize=(3.6 * panels, 3.2), layout="constrained")
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    values = [t.value for t in done]
+    best = (min if sweep.direction == "minimize" else max)
+    running = [best(values[: i + 1]) for i in range(len(values))]
+    axes[0].plot([t.number for t in done], values, "o", label="trial")
+    axes[0].step([t.number for t in done], running, where="post", label="best so far")
+    axes[0].set(xlabel="trial", ylabel=sweep.metric, title=f"{sweep.name} ({sweep.direction})")
+    axes[0].legend()
+    for ax, param in zip(axes[1:], sweep.params, strict=True):
+        xs = [t.params[param.key] for t in done]
+        if param.kind == "choice":
+            labels = [cli_value(c) for c in param.choices]
+            xs = [labels.index(cli_value(x)) for x in xs]
+            ax.set_xticks(range(len(labels)), labels)
+        elif param.log:
+            ax.set_xscale("log")
+        ax.plot(xs, values, "o")
+        ax.set(xlabel=param.key, ylabel=sweep.metric)
+    figure.savefig(path, dpi=100)
+    return path
+
+
+# --- the command -------------------------------------------------------------------------------------------------
+
+def run_sweep(sweep: Sweep) -> int:
+    sweep.resolve()
+    study, storage = open_study(sweep)
+    recovered = recover_interrupted(study, storage)
+    if recovered:
+        print(f"trials {', '.join(map(str, recovered))} were running when an earlier sweep stopped: they run again.")
+    counted = sum(map(_counted, study.get_trials(deepcopy=False)))
+    runner = Runner(sweep, study, storage)
+    print(f"sweep {sweep.name}: {counted} of {sweep.trials} trials in the study, {sweep.jobs} at a time; "
+          f"directory {sweep.directory}, runs under {runner.log_root / sweep.plugin_name}", flush=True)
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        raise DlbenchError(f"sweep {sweep.name} interrupted; the trials that were running will run again. Continue "
+                           f"with the same command.", exit_code=130) from None
+    text = summary(sweep, study)
+    (sweep.directory / "summary.txt").write_text(text + "\n")
+    picture = plot(sweep, study, sweep.directory / "sweep.png")
+    print("\n" + text)
+    if picture:
+        print(f"plot: {picture}")
+    if runner.fatal:
+        raise DlbenchError(f"sweep {sweep.name} stopped: {runner.fatal}")
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise DlbenchError(f"no trial of sweep {sweep.name} completed; the reasons are in the table above and the "
+                           f"logs in {sweep.directory / 'trials'}.", exit_code=1)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise DlbenchError("dlbench sweep needs Optuna: pip install optuna (or dlbench[sweep]).") from None
+    fit_args = list(args.fit_args)
+    if fit_args and fit_args[0] == "--":
+        fit_args = fit_args[1:]
+    sweep = Sweep(model=args.model, data=args.data, params=[parse_param(p) for p in args.param], trials=args.trials,
+                  sampler=args.sampler, metric=args.metric, direction=args.direction, pruner=args.pruner,
+                  jobs=args.jobs, name=args.name, root=args.dir, storage=args.storage, seed=args.seed,
+                  fit_args=fit_args)
+    return run_sweep(sweep)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "sweep", help="search hyperparameters of a plugin with Optuna, each trial an ordinary run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Search any --model.*, --data.* or --trainer.* argument of a plugin. Each trial is a dlbench fit "
+                    "run under lightning_logs/; the study is kept in a database, so the same command continues it.",
+        epilog="example:\n  dlbench sweep --model lstm --param model.hidden_size=int:8:64:log \\\n"
+               "      --param model.lr=float:1e-4:1e-2:log --param model.num_layers=choice:1,2 --trials 8 \\\n"
+               "      -- --trainer.max_epochs 5")
+    p.add_argument("--model", required=True, help="plugin name (see dlbench list)")
+    p.add_argument("--data", help="dataset name, if not the plugin's default")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=SPEC",
+                   help="a searched argument: KEY=int:LO:HI[:log][:step=S], KEY=float:LO:HI[:log] or "
+                        "KEY=choice:A,B,C; KEY as in dlbench fit without the dashes (model.lr)")
+    p.add_argument("--trials", type=int, help="trials the study should hold in all (default 20; grid: the grid)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="how to pick trials (default tpe)")
+    p.add_argument("--metric", help="logged metric to optimise, its best value in each run (default: the plugin's "
+                                    "monitor)")
+    p.add_argument("--direction", choices=("minimize", "maximize"),
+                   help="default: as the plugin's monitor improves")
+    p.add_argument("--pruner", choices=PRUNERS, default="median",
+                   help="stop trials worse than the median of earlier ones at the same epoch (default median)")
+    p.add_argument("--jobs", type=int, default=1, help="trials run at the same time (default 1)")
+    p.add_argument("--name", help="study name (default: <plugin>-<hash of the sweep's definition>)")
+    p.add_argument("--dir", default="sweeps", help="where sweep directories go (default ./sweeps)")
+    p.add_argument("--storage", help="SQLAlchemy URL of the study database (default: sqlite file in the sweep "
+                                     "directory)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
+    p.add_argument("fit_args", nargs=argparse.REMAINDER,
+                   help="after --: arguments every trial's dlbench fit gets, e.g. -- --trainer.max_epochs 5")
+    p.set_defaults(func=cmd_sweep)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dlbench.sweep ...``: the subcommand on its own."""
+    parser = argparse.ArgumentParser(prog="dlbench")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.func(args)
+    except DlbenchError as err:
+        print(f"dlbench: error: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

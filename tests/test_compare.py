@@ -1,0 +1,234 @@
+"""``dlbench compare`` on real runs, as a user calls it: the table, its formats, sorting, filters, a plot, and runs
+that are damaged, empty, killed or still being written."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import dlbench
+
+from dlbench.runs import read_scalars
+
+TINY = ("--trainer.max_epochs", "2", "--model.num_layers", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false")
+
+
+def _fit_concurrently(cwd: Path, *variants: tuple[str, ...]) -> None:
+    """Several real ``dlbench fit`` runs at once (each directory is claimed atomically)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("DLBENCH_LOG_DIR", None)
+    procs = [subprocess.Popen([sys.executable, "-m", "dlbench", "fit", "--model", "lstm", *TINY, *extra], cwd=cwd,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for extra in variants]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """A directory with lightning_logs/lstm/version_{0,1}: hidden_size 8 and 16, all else equal."""
+    root = tmp_path_factory.mktemp("compare")
+    _fit_concurrently(root, ("--model.hidden_size", "8"), ("--model.hidden_size", "16"))
+    return root
+
+
+def _hidden(run_dir: Path) -> int:
+    import yaml
+
+    return yaml.safe_load((run_dir / "hparams.yaml").read_text())["model"]["hidden_size"]
+
+
+def _best(run_dir: Path, tag: str = "val/rmse") -> float:
+    return min(v for _, v in read_scalars(run_dir)[tag])
+
+
+def _compare(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The real command in a subprocess."""
+    result = dlbench("compare", *args, cwd=cwd, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
+@pytest.fixture
+def compare(capsys, monkeypatch):
+    """The same command in this process (the many calls of a test then pay the imports once)."""
+    from dlbench.cli import main
+
+    def call(cwd: Path, *args: str, code: int = 0) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        returned = main(["compare", *args])
+        out, err = capsys.readouterr()
+        assert returned == code, err
+        return subprocess.CompletedProcess(["dlbench", "compare", *args], returned, out, err)
+
+    return call
+
+
+def test_table_shows_only_the_differing_hyperparameters_best_run_first(runs):
+    run_dirs = sorted((runs / "lightning_logs" / "lstm").iterdir())
+    expected = sorted(run_dirs, key=_best)  # val/rmse: lower is better
+
+    lines = _compare(runs).stdout.splitlines()
+    header, rows = lines[0].split(), lines[2:]
+    assert "model/hidden_size" in header and "val/rmse" in lines[0] and "status" in header
+    for same in ("model/lr", "seed", "data/batch_size", "trainer/max_epochs", "model/num_layers"):
+        assert same not in header  # equal in both runs
+    assert [row.split()[0] for row in rows] == [f"lightning_logs/lstm/{d.name}" for d in expected]
+    col = header.index("model/hidden_size")
+    assert [int(row.split()[col]) for row in rows] == [_hidden(d) for d in expected]
+    assert all(row.split()[-1] == "finished" for row in rows)
+
+
+def test_csv_json_and_markdown_carry_the_same_numbers(runs, compare):
+    run_dirs = {f"lightning_logs/lstm/{d.name}": d for d in (runs / "lightning_logs" / "lstm").iterdir()}
+
+    rows = list(csv.DictReader(io.StringIO(compare(runs, "--format", "csv").stdout)))
+    assert {r["run"] for r in rows} == set(run_dirs)
+    for r in rows:
+        d = run_dirs[r["run"]]
+        assert float(r["best"]) == pytest.approx(_best(d), rel=1e-6)
+        assert float(r["final"]) == pytest.approx(read_scalars(d)["val/rmse"][-1][1], rel=1e-6)
+        assert int(r["model/hidden_size"]) == _hidden(d) and r["plugin"] == "lstm" and r["status"] == "finished"
+        assert int(r["epochs"]) == 2 and int(r["steps"]) > 0 and float(r["seconds"]) > 0
+
+    records = json.loads(compare(runs, "--format", "json").stdout)
+    assert [r["run"] for r in records] == [r["run"] for r in rows]  # same order in every format
+    for rec in records:
+        d = run_dirs[rec["run"]]
+        assert rec["monitor"] == "val/rmse" and rec["mode"] == "min" and rec["data"] == "SeriesDataModule"
+        assert rec["best"] == pytest.approx(_best(d), rel=1e-6)
+        assert rec["hparams"]["model/hidden_size"] == _hidden(d) and rec["hparams"]["seed"] == 42
+        # The parameter count of the checkpoint equals the model's own.
+        from dlbench_plugins.lstm.model import LSTMForecaster
+
+        model = LSTMForecaster.load_from_checkpoint(d / "checkpoints" / "last.ckpt", map_location="cpu",
+                                                    weights_only=False)
+        assert rec["params"] == sum(p.numel() for p in model.parameters())
+
+    out = runs / "table.md"
+    compare(runs, "--output", str(out))  # the format follows the suffix
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("| run |") and set(lines[1]) <= set("|-:")
+    cells = [line.strip("|").split("|") for line in lines]
+    assert len(lines) == 4 and all(len(c) == len(cells[0]) for c in cells)
+
+
+def test_sort_by_any_scalar_and_filters(runs, compare):
+    run_dirs = sorted((runs / "lightning_logs" / "lstm").iterdir())
+    by_train_loss = sorted(run_dirs, key=lambda d: _best(d, "train/loss"))
+    rows = list(csv.DictReader(io.StringIO(compare(runs, "--sort", "train/loss", "--format", "csv").stdout)))
+    assert [r["run"].rpartition("/")[2] for r in rows] == [d.name for d in by_train_loss]
+    assert float(rows[0]["best train/loss"]) == pytest.approx(_best(by_train_loss[0], "train/loss"), rel=1e-6)
+
+    by_size = list(csv.DictReader(io.StringIO(compare(runs, "--sort", "model/hidden_size", "--format", "csv").stdout)))
+    assert [int(r["model/hidden_size"]) for r in by_size] == [8, 16]
+
+    only = list(csv.DictReader(io.StringIO(compare(runs, "--filter", "model/hidden_size=16", "--format",
+                                                    "csv").stdout)))
+    assert len(only) == 1 and _hidden(runs / only[0]["run"]) == 16
+    others = compare(runs, "--filter", "plugin=lstm", "--filter", "model/hidden_size!=16", "--format", "json")
+    assert [_hidden(runs / r["run"]) for r in json.loads(others.stdout)] == [8]
+    either = compare(runs, "--filter", "model/hidden_size=8,16", "--filter", "run=*/version_*", "--format", "json")
+    assert len(json.loads(either.stdout)) == 2
+    none = compare(runs, "--filter", "plugin=cnn")
+    assert none.stdout == "" and "no run matches plugin=cnn" in none.stderr
+
+    unknown = compare(runs, "--filter", "hidden=8", code=2)
+    assert "Did you mean model/hidden_size?" in unknown.stderr
+    assert "val/rmse" in compare(runs, "--sort", "val/nope", code=2).stderr
+
+
+def test_plot_draws_the_monitor_curves(runs):
+    png = runs / "curves.png"
+    result = _compare(runs, "--plot", str(png))
+    assert "plotted 2 curves" in result.stderr
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _events(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.glob("events.out.tfevents*"))
+
+
+def _set_status(run_dir: Path, **fields) -> None:
+    path = run_dir / "status.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+def test_damaged_empty_killed_and_running_runs_are_rows_with_their_status(runs, tmp_path, compare):
+    good = runs / "lightning_logs" / "lstm" / "version_0"
+    logs = tmp_path / "logs" / "lstm"
+    copies = {name: shutil.copytree(good, logs / name) for name in
+              ("version_0", "version_1", "version_2", "version_3", "version_4")}
+    fit_events = _events(copies["version_1"])[0]
+    data = fit_events.read_bytes()
+    fit_events.write_bytes(data[: len(data) * 2 // 3])  # a copy cut short
+    crc_events = _events(copies["version_2"])[0]
+    data = bytearray(crc_events.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in a record
+    crc_events.write_bytes(bytes(data))
+    _set_status(copies["version_3"], status="running", pid=_dead_pid(), host=socket.gethostname())
+    _set_status(copies["version_4"], status="running", pid=os.getpid(), host=socket.gethostname())
+    live_events = _events(copies["version_4"])[-1]
+    live_events.write_bytes(live_events.read_bytes()[:-5])  # the writer is half-way through its last record
+    (logs / "version_5").mkdir()  # claimed, nothing written yet
+    (logs / "version_6").mkdir()
+    (logs / "version_6" / "events.out.tfevents.0.host.1.0").write_bytes(b"")
+
+    records = {r["run"].rpartition("/")[2]: r for r in
+               json.loads(_compare(tmp_path, str(tmp_path / "logs"), "--format", "json").stdout)}
+    assert set(records) == {f"version_{i}" for i in range(7)}
+    assert records["version_0"]["status"] == "finished" and records["version_0"]["problem"] == ""
+    assert records["version_1"]["status"] == "corrupt" and "truncated" in records["version_1"]["problem"]
+    assert fit_events.name in records["version_1"]["problem"]
+    assert records["version_2"]["status"] == "corrupt" and "crc" in records["version_2"]["problem"]
+    assert records["version_3"]["status"] == "killed"
+    assert records["version_4"]["status"] == "running"
+    assert records["version_5"]["status"] == "empty" and records["version_6"]["status"] == "empty"
+    # What could be read still counts: the truncated copy keeps its hyperparameters.
+    assert records["version_0"]["best"] == pytest.approx(_best(good), rel=1e-6)
+    assert records["version_1"]["hparams"]["plugin"] == "lstm"
+
+    table = compare(tmp_path, str(tmp_path / "logs")).stdout
+    assert "corrupt: events.out.tfevents" in table and "killed" in table and "empty" in table
+
+
+def test_paths_may_name_runs_and_plugin_dirs_and_each_run_is_listed_once(runs, compare):
+    lstm = runs / "lightning_logs" / "lstm"
+    records = json.loads(compare(runs, str(lstm / "version_1"), str(lstm), "--format", "json").stdout)
+    assert sorted(r["run"] for r in records) == ["lightning_logs/lstm/version_0", "lightning_logs/lstm/version_1"]
+    assert "nowhere does not exist" in compare(runs, "nowhere", code=2).stderr
+
+
+def test_a_logged_parameter_count_is_used_without_importing_torch(runs, tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = shutil.copytree(runs / "lightning_logs" / "lstm" / "version_0", tmp_path / "lstm" / "version_0")
+    with SummaryWriter(str(run)) as writer:  # what dlbench.monitor.TrainingSpeed logs when a run starts
+        writer.add_scalar("model/params", 1234, 0)
+    code = ("import json, sys; from dlbench.cli import main; main(['compare', sys.argv[1], '--format', 'json']);"
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning'))))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    *table, heavy = out.stdout.strip().splitlines()
+    (record,) = json.loads("\n".join(table))
+    assert record["params"] == 1234 and record["params_source"] == "logged"
+    assert json.loads(heavy) == []
