@@ -16,7 +16,8 @@ def arguments(cls: type) -> list[tuple[str, str, str, str]]:
     docs: dict[str, str] = {}
     for doc in (cls.__doc__, cls.__init__.__doc__):
         if doc:
-            docs.update({p.arg_name: " ".join((p.description or "").split()) for p in docstring_parser.parse(doc).params})
+            params = docstring_parser.parse(doc).params
+            docs.update({p.arg_name: " ".join((p.description or "").split()) for p in params})
     rows = []
     for name, param in inspect.signature(cls.__init__).parameters.items():
         if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):

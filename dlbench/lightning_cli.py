@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import sys
@@ -19,10 +20,25 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from dlbench import __version__
-from dlbench.callbacks import BestMetric, Checkpoint, FiniteLossGuard, GracefulStop, NonFiniteLoss, RngState, RunStatus, CompileTimer
+from dlbench.callbacks import (
+    BestMetric,
+    Checkpoint,
+    CompileTimer,
+    FiniteLossGuard,
+    GracefulStop,
+    NonFiniteLoss,
+    RngState,
+    RunStatus,
+)
 from dlbench.errors import DlbenchError
-from dlbench.runner import DEFAULT_SEED, Target, _argument_error_text, linked_attributes, model_class_of, \
-    trainer_defaults
+from dlbench.runner import (
+    DEFAULT_SEED,
+    Target,
+    _argument_error_text,
+    linked_attributes,
+    model_class_of,
+    trainer_defaults,
+)
 from dlbench.tensorboard import RunLogger
 
 
@@ -137,10 +153,8 @@ class DlbenchCLI(LightningCLI):
             raise DlbenchError(f"checkpoint {path} does not fit {wanted.rpartition('.')[2]}: it was saved by "
                                f"{saved_class}. Use a checkpoint of the same plugin, or choose the plugin that wrote "
                                f"it with --model.")
-        try:
+        with contextlib.suppress(pickle.UnpicklingError):  # --weights_only false: Lightning's own look stays safe
             super()._parse_ckpt_path()
-        except pickle.UnpicklingError:  # opted in with --weights_only false: Lightning's own look is always safe
-            pass
 
     def _run_subcommand(self, subcommand: str) -> None:
         if getattr(self, "_checkpoint", None) is not None:
@@ -243,8 +257,8 @@ def check_log_dir(trainer: L.Trainer) -> None:
     root = Path(logger.save_dir or ".")
     try:
         root.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=root, prefix=".dlbench-write-test-")
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".dlbench-write-test-"):
+            pass
     except OSError as err:
         raise DlbenchError(f"cannot write runs under {root}: {err.strerror}. Run from a writable directory or set "
                            f"DLBENCH_LOG_DIR to one.") from None

@@ -121,7 +121,8 @@ class Plugin:
         _check_common("plugin", self.name, self.data_kind, {"model": self.model, "datamodule": self.datamodule})
         if self.links is None and self.data_kind not in DATA_KINDS:
             raise ValueError(f"plugin {self.name!r}: data_kind {self.data_kind!r} is not a built-in kind "
-                             f"({', '.join(DATA_KINDS)}); name the datamodule attributes the model takes in links=(...)")
+                             f"({', '.join(DATA_KINDS)}); name the datamodule attributes the model takes in "
+                             f"links=(...)")
         if self.mode not in ("min", "max"):
             raise ValueError(f"plugin {self.name!r}: mode must be 'min' or 'max', got {self.mode!r}")
         for what in ("monitor", "score", "baseline"):

@@ -192,7 +192,8 @@ def _bad_inputs(tmp: Path, run: Path) -> dict[str, tuple[list[str], dict, int, s
 
 CASES = ["unknown dataset", "incompatible data", "zero batch size", "negative lr", "malformed yaml",
          "unknown config key", "missing data file", "corrupt data file", "truncated checkpoint", "not a checkpoint",
-         "checkpoint of another plugin", "checkpoint of other weights", "missing checkpoint", "resume of a missing run", "unwritable log directory"]
+         "checkpoint of another plugin", "checkpoint of other weights", "missing checkpoint", "resume of a missing run",
+         "unwritable log directory"]
 
 
 @pytest.mark.parametrize("case", CASES)
