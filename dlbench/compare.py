@@ -113,9 +113,10 @@ def _close(name: str, choices: set[str]) -> str:
 
 
 def differing_hparams(runs: list[Run]) -> list[str]:
-    """Hyperparameter keys whose values are not the same in every run (a missing key counts as a value)."""
+    """Hyperparameter keys that take more than one value among the runs that have them. A key only some runs have
+    (another plugin's argument) is not a difference by itself: runs of several plugins stay readable."""
     keys = {k for run in runs for k in run.hparams} - _OWN_COLUMNS
-    differ = [k for k in keys if len({_cell(run.hparams.get(k), precise=True) for run in runs}) > 1]
+    differ = [k for k in keys if len({_cell(run.hparams[k], precise=True) for run in runs if k in run.hparams}) > 1]
     group = {"model": 0, "data": 1, "trainer": 2}
     return sorted(differ, key=lambda k: (group.get(k.partition("/")[0], 3), k))
 

@@ -37,7 +37,9 @@ def build(name: str, *args: str, log_dir: Path | None = None):
     from dlbench.lightning_cli import make_cli
     from dlbench.runner import parse_target
 
-    target = parse_target("fit", ["--model", name, *args])
+    # default_root_dir: fast_dev_run turns the logger off, and checkpoints would otherwise land in the cwd.
+    root = log_dir or Path.cwd() / "lightning_logs"
+    target = parse_target("fit", ["--model", name, "--trainer.default_root_dir", str(root), *args])
     with _log_dir(log_dir or Path.cwd() / "lightning_logs"):
         cli = make_cli(target, target.args, run=False)
     return cli.model, cli.datamodule, cli.trainer

@@ -7,11 +7,15 @@ Two architectures, after the source articles' two examples:
   -> image (tanh) against image -> 512 -> 256 -> real/fake, Adam with lr 2e-4 and beta1 0.5: pass
   ``--model.generator_sizes [256,512,1024] --model.discriminator_sizes [512,256] --model.lr 2e-4``. The defaults
   are smaller and quicker, for the 8x8 digits: 128 -> 256 against 256 -> 128, with batch norm in the generator,
-  dropout 0.3 in the discriminator and lr 1e-3. On digits (1,437 training images, batch 64, one CPU thread) these
-  reached a validation Frechet distance near 30 in 3,000 steps where the articles' settings stayed above 150.
+  dropout 0.3 in the discriminator and lr 1e-3. On digits (1,437 training images, batch 64) these reached a
+  validation Frechet distance of 15 in the default 100 epochs, where the articles' settings were still above 450
+  after 60 epochs.
 * ``arch="dcgan"``: the articles' transposed-convolution generator, scaled to the data: a dense layer to a
   ``2*channels`` map of a quarter of the image side, two stride-2 transposed convolutions (with batch norm) up to
-  full size; the discriminator mirrors it with two stride-2 convolutions. Needs an image side divisible by 4.
+  full size; the discriminator mirrors it with two stride-2 convolutions, batch norm on the inner one as in DCGAN
+  (without it the 8x8 digits came out as checkerboards). Needs an image side divisible by 4. It learns best with
+  the DCGAN paper's lr 2e-4 and no dropout: on digits, ``--model.arch dcgan --model.channels 32 --model.lr 2e-4
+  --model.dropout 0`` reached a validation distance near 20 in 20 epochs (the mlp defaults: near 40).
 
 The images arrive normalised per channel, so the generator's tanh is stretched onto the range of the training images
 (``pixel_lo``..``pixel_hi``, measured when training starts). Training uses manual optimisation: a discriminator
@@ -70,11 +74,13 @@ def dcgan_generator(latent_dim: int, channels: int, in_channels: int, image_size
     )
 
 
-def dcgan_discriminator(channels: int, in_channels: int, image_size: int, dropout: float) -> nn.Sequential:
+def dcgan_discriminator(channels: int, in_channels: int, image_size: int, batch_norm: bool,
+                        dropout: float) -> nn.Sequential:
     side = image_size // 4
     return nn.Sequential(
         nn.Conv2d(in_channels, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2), nn.Dropout(dropout),
-        nn.Conv2d(channels, 2 * channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2), nn.Dropout(dropout),
+        nn.Conv2d(channels, 2 * channels, 4, stride=2, padding=1),
+        *([nn.BatchNorm2d(2 * channels)] if batch_norm else []), nn.LeakyReLU(0.2), nn.Dropout(dropout),
         nn.Flatten(), nn.Linear(2 * channels * side * side, 1),
     )
 
@@ -99,7 +105,7 @@ class GAN(L.LightningModule):
             generator_sizes: Hidden layers of the mlp generator, noise side first.
             discriminator_sizes: Hidden layers of the mlp discriminator, image side first.
             channels: Feature maps of the dcgan layers next to the image (twice as many in the inner layer).
-            batch_norm: Batch normalisation after the generator's hidden layers.
+            batch_norm: Batch norm after the generator's hidden layers and the dcgan discriminator's inner one.
             dropout: Dropout after the discriminator's hidden layers.
             lr: Adam learning rate of both networks (betas 0.5, 0.999).
             feature_steps: Training steps of the feature classifier for the Frechet distance, once per fit.
@@ -133,7 +139,7 @@ class GAN(L.LightningModule):
             self.discriminator = mlp_discriminator(pixels, discriminator_sizes, dropout)
         else:
             self.generator = dcgan_generator(latent_dim, channels, in_channels, image_size, batch_norm)
-            self.discriminator = dcgan_discriminator(channels, in_channels, image_size, dropout)
+            self.discriminator = dcgan_discriminator(channels, in_channels, image_size, batch_norm, dropout)
         self.example_input_array = torch.zeros(2, latent_dim)
 
         # Measured on the training split when a fit starts; buffers, so checkpoints carry them.
