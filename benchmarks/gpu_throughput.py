@@ -176,7 +176,10 @@ def throughput(model: str, setup: Setup, path: str, precision: str, compiled: bo
     """Samples per second (or why there is none), and the number of graphs torch.compile captured in the run."""
     Throughput.results.clear()
     callback = _callback(Throughput, warmup=setup.warmup, steps=setup.steps)
-    extra = ["--trainer.precision", precision, "--compile", str(compiled).lower(), "--trainer.max_epochs", "1"]
+    # No model summary: its FLOP count calls forward under a torch dispatch mode before training, and dynamo then
+    # marks a compiled forward "skip" for good, so --compile would silently measure eager mode.
+    extra = ["--trainer.precision", precision, "--compile", str(compiled).lower(), "--trainer.max_epochs", "1",
+             "--trainer.enable_model_summary", "false"]
     graphs = _graphs_compiled()
     code = _fit(model, setup, path, extra, callback)
     graphs = _graphs_compiled() - graphs

@@ -229,7 +229,7 @@ def load_checkpoint(path: str, weights_only: bool | None) -> dict:
         raise DlbenchError(f"checkpoint {path} holds Python objects beyond tensors and plain data, so loading it "
                            f"could run code; dlbench refused to load it ({blocked[:160]}). If you trust where it "
                            f"came from, add --weights_only false.") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError) as err:
         raise DlbenchError(f"checkpoint {path} is corrupt or truncated ({str(err).splitlines()[0][:200]}). Use "
                            f"another checkpoint, e.g. the run's last.ckpt or best-*.ckpt.") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):

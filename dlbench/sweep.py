@@ -621,7 +621,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         import optuna  # noqa: F401
     except ImportError:
-        raise DlbenchError("dlbench sweep needs Optuna: pip install optuna (or dlbench[sweep]).") from None
+        raise DlbenchError("dlbench sweep needs Optuna: pip install optuna.") from None
     fit_args = list(args.fit_args)
     if fit_args and fit_args[0] == "--":
         fit_args = fit_args[1:]

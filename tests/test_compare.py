@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import dlbench
 
-from dlbench.runs import read_scalars
+from dlbench.compare import Filter, differing_hparams, select, sort_runs
+from dlbench.runs import Point, Run, read_scalars
 
 TINY = ("--trainer.max_epochs", "2", "--model.num_layers", "1", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false")
@@ -232,3 +233,24 @@ def test_a_logged_parameter_count_is_used_without_importing_torch(runs, tmp_path
     (record,) = json.loads("\n".join(table))
     assert record["params"] == 1234 and record["params_source"] == "logged"
     assert json.loads(heavy) == []
+
+
+def _run(name: str, plugin: str, monitor: str, values: list[float], **hparams) -> Run:
+    points = [Point(step, 0.0, v) for step, v in enumerate(values)]
+    return Run(Path(name), "finished", hparams={"plugin": plugin, **hparams}, scalars={monitor: points},
+               metrics=[monitor])
+
+
+def test_differences_and_order_across_plugins_of_different_metrics():
+    a = _run("a", "lstm_like", "val/rmse", [5.0, 3.0, 4.0], **{"model/hidden_size": 8.0, "data/batch_size": 32.0})
+    b = _run("b", "lstm_like", "val/rmse", [6.0, 2.5], **{"model/hidden_size": 16.0, "data/batch_size": 32.0})
+    c = _run("c", "cnn_like", "val/acc", [0.5, 0.9, 0.8], **{"model/channels": "[32, 64]", "data/batch_size": 64.0})
+    d = _run("d", "cnn_like", "val/acc", [0.95], **{"model/channels": "[32, 64]", "data/batch_size": 64.0})
+    assert differing_hparams([a, b]) == ["model/hidden_size"]
+    # Another plugin's own arguments are no difference; a shared one that differs is.
+    assert differing_hparams([a, b, c, d]) == ["model/hidden_size", "data/batch_size"]
+    # Each run by its own monitor, best first in that monitor's direction: accuracy up, RMSE down.
+    assert [r.path.name for r in sort_runs([a, b, c, d], None)] == ["d", "c", "b", "a"]
+    assert (c.best("val/acc").value, c.best("val/acc").step, c.final("val/acc").value) == (0.9, 1, 0.8)
+    assert [r.path.name for r in select([a, b, c, d], [Filter.parse("model/hidden_size=16")])] == ["b"]
+    assert [r.path.name for r in select([a, b, c, d], [Filter.parse("plugin!=lstm_*")])] == ["c", "d"]
