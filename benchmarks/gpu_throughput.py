@@ -180,6 +180,7 @@ def throughput(model: str, setup: Setup, path: str, precision: str, compiled: bo
     # marks a compiled forward "skip" for good, so --compile would silently measure eager mode.
     extra = ["--trainer.precision", precision, "--compile", str(compiled).lower(), "--trainer.max_epochs", "1",
              "--trainer.enable_model_summary", "false"]
+    torch._dynamo.reset()  # compile from scratch: no code cached by an earlier run of the same model class
     graphs = _graphs_compiled()
     code = _fit(model, setup, path, extra, callback)
     graphs = _graphs_compiled() - graphs

@@ -238,6 +238,8 @@ def _measure(result: Result, run_dir: Path, args: argparse.Namespace) -> None:
     result.peak_gpu_mb = max(gpu) if gpu else None
     if result.status == "ok" and run.status not in ("finished", "unknown"):
         result.status, result.reason = "failed", f"run ended {run.status}: {run.problem}".rstrip(": ")
+    elif result.status == "ok" and result.score is None:
+        result.status, result.reason = "failed", f"logged neither {score_tag or 'a score'} nor {monitor or 'a monitor'}"
 
 
 # ---- the leaderboard ----------------------------------------------------------------------------------------------
@@ -277,8 +279,11 @@ def leaderboard(results: list[Result]) -> list[dict[str, Any]]:
         return (mean is None, row["metric"], signed)
 
     rows.sort(key=order)
-    for rank, row in enumerate(rows, start=1):
-        row["rank"] = rank if row["mean"] is not None else None
+    ranks: dict[str, int] = {}  # models ranked among those of the same score metric only
+    for row in rows:
+        if row["mean"] is not None:
+            ranks[row["metric"]] = ranks.get(row["metric"], 0) + 1
+        row["rank"] = ranks[row["metric"]] if row["mean"] is not None else None
     return rows
 
 
@@ -295,24 +300,22 @@ def _columns(rows: list[dict], marked: bool = True) -> list:
     """The leaderboard's columns; ``marked`` puts ~ before an estimated throughput (CSV has speed_source instead)."""
     from dlbench.compare import Column
 
-    pick = _pick
-
     def speed(row: dict) -> Any:
         value = row.get("samples_per_second")
         return f"~{value:.4g}" if marked and value is not None and row.get("speed_source") == "estimate" else value
 
-    columns = [Column("rank", "#", pick("rank"), "number"), Column("model", "model", pick("model")),
-               Column("data", "data", pick("data")), Column("metric", "metric", pick("metric")),
-               Column("mean", "mean", pick("mean"), "number"), Column("std", "std", pick("std"), "number"),
-               Column("seeds", "seeds ok", pick("seeds"), "number"),
-               Column("train_seconds", "train time", pick("train_seconds"), "seconds"),
-               Column("time_to_best", "time to best", pick("time_to_best"), "seconds"),
+    columns = [Column("rank", "#", _pick("rank"), "number"), Column("model", "model", _pick("model")),
+               Column("data", "data", _pick("data")), Column("metric", "metric", _pick("metric")),
+               Column("mean", "mean", _pick("mean"), "number"), Column("std", "std", _pick("std"), "number"),
+               Column("seeds", "seeds ok", _pick("seeds"), "number"),
+               Column("train_seconds", "train time", _pick("train_seconds"), "seconds"),
+               Column("time_to_best", "time to best", _pick("time_to_best"), "seconds"),
                Column("samples_per_second", "samples/s", speed, "number"),
-               Column("params", "params", pick("params"), "count"),
-               Column("peak_rss_mb", "peak RSS MB", pick("peak_rss_mb"), "number")]
+               Column("params", "params", _pick("params"), "count"),
+               Column("peak_rss_mb", "peak RSS MB", _pick("peak_rss_mb"), "number")]
     if any(r.get("peak_gpu_mb") is not None for r in rows):
-        columns.append(Column("peak_gpu_mb", "peak GPU MB", pick("peak_gpu_mb"), "number"))
-    return columns + [Column("status", "status", pick("status"))]
+        columns.append(Column("peak_gpu_mb", "peak GPU MB", _pick("peak_gpu_mb"), "number"))
+    return columns + [Column("status", "status", _pick("status"))]
 
 
 def _machine() -> str:
@@ -377,7 +380,7 @@ def main(args: argparse.Namespace) -> int:
     out_dir = Path(args.output or f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
     logs = out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    command = "dlbench bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "dlbench bench"
+    command = command_line(args)
     jobs = [(m, s) for m in models for s in seeds]
     results: list[Result] = []
     try:
@@ -400,6 +403,18 @@ def main(args: argparse.Namespace) -> int:
     print(f"\nleaderboard: {out_dir}/leaderboard.md and leaderboard.csv; per run: {out_dir}/runs.csv; "
           f"logs: {logs}/", file=sys.stderr)
     return 0 if any(r.status == "ok" for r in results) else 1
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The bench command as it was given, for the report."""
+    import shlex
+
+    parts = ["dlbench", "bench", *(["--models", args.models] if args.models else ["--kind", args.kind]),
+             "--seeds", args.seeds]
+    for flag in ("data", "max_epochs", "max_time", "output"):
+        if getattr(args, flag) is not None:
+            parts += [f"--{flag}", str(getattr(args, flag))]
+    return shlex.join(parts + (["--", *args.fit_args] if args.fit_args else []))
 
 
 def _summary(result: Result) -> str:

@@ -31,6 +31,7 @@ from dlbench.callbacks import (
     RunStatus,
 )
 from dlbench.errors import DlbenchError
+from dlbench.monitor import LearningRate, TrainingSpeed, WeightHistograms
 from dlbench.runner import (
     DEFAULT_SEED,
     Target,
@@ -73,6 +74,8 @@ class DlbenchCLI(LightningCLI):
         })
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint on the test split when training ends")
+        parser.add_argument("--weight_histograms", type=int, default=0,
+                            help="write a histogram of every weight to TensorBoard every N epochs (0: never)")
         parser.add_argument("--compile", type=bool, default=False,
                             help="compile the model's forward with torch.compile (compile time is logged apart as "
                                  "train/compile_seconds)")
@@ -98,7 +101,10 @@ class DlbenchCLI(LightningCLI):
         checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
         if checkpoint is not None and checkpoint.monitor:
             callbacks.append(BestMetric(checkpoint.monitor, checkpoint.mode))
-        callbacks += [FiniteLossGuard(), RunStatus(), GracefulStop(), RngState()]
+        callbacks += [FiniteLossGuard(), RunStatus(), GracefulStop(), RngState(), TrainingSpeed(), LearningRate()]
+        cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        if cfg.get("weight_histograms"):
+            callbacks.append(WeightHistograms(every_n_epochs=cfg["weight_histograms"]))
         configured = config.get("callbacks") or []
         wants_bar = config.get("enable_progress_bar", True) is not False
         if wants_bar and not any(isinstance(c, ProgressBar) for c in [*configured, *callbacks]):

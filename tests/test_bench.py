@@ -52,6 +52,7 @@ def test_bench_ranks_the_model_that_trains_and_reports_the_one_that_fails(tmp_pa
 
     markdown = (out / "leaderboard.md").read_text()
     assert "| 1 | lstm |" in markdown and "| nosuch |" in markdown and "torch" in markdown
+    assert "`dlbench bench --models lstm,nosuch --seeds 2 --max_epochs 2 --output " in markdown
     assert markdown.count("\n| lstm | 4") == 2  # the per-run table: both seeds
     assert (out / "logs" / "nosuch-seed42.stderr.log").read_text().strip().endswith("dlbench list' to see every "
                                                                                     "installed plugin.")

@@ -103,7 +103,8 @@ def test_fit_writes_a_complete_run_and_its_config_reproduces_it(tmp_path):
     assert config["seed_everything"] == 42
 
     scalars = last_scalars(run)
-    for tag in ("train/loss", "val/loss", "val/rmse", "val/rmse_best", "test/rmse", "test/rmse_persistence"):
+    for tag in ("train/loss", "val/loss", "val/rmse", "val/rmse_best", "test/rmse", "test/rmse_persistence",
+                "train/lr", "train/samples_per_second", "train/epoch_seconds", "model/params"):
         assert tag in scalars, tag
 
     hp = _hparams_plugin_content(run)

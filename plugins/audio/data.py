@@ -161,7 +161,7 @@ FSDD_ARCHIVE = Remote(
     urls=("https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.zip",),
     # The FSDD authors publish no checksum. This is the SHA-256 of GitHub's generated zip of tag v1.0.10 (commit
     # d6938f9b, 16,419,872 bytes) as recorded by an independent audit in 2026; it could not be re-measured offline.
-    # The unpacked recordings are checked as well: 3,000 WAV files, 50 per digit and speaker, each parsed.
+    # The unpacked release is checked as well: it must hold 3,000 recordings, and each is parsed when read.
     sha256="c680098f5d2355ba7cc4bd8b0ca9e0a24c00ebe3b4c552208889a4d28d4fbc2b",
 )
 FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import wave
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from dlbench_plugins.audio import data as audio_data
 from dlbench_plugins.audio import synthetic
 from dlbench_plugins.audio.data import FsddDataModule, SyntheticSpeechDataModule, read_fsdd, spec_augment
 from dlbench_plugins.audio.model import SpeechCommandCNN, confusion_figure
@@ -130,6 +132,23 @@ def test_fsdd_offline_without_files_says_where_to_put_them(tmp_path, monkeypatch
     monkeypatch.setenv("DLBENCH_OFFLINE", "1")
     with pytest.raises(DlbenchError, match=r"free-spoken-digit-dataset-1\.0\.10\.zip in .*empty"):
         FsddDataModule(root=str(tmp_path / "empty")).load()
+
+
+def test_fsdd_download_is_unpacked_and_counted(tmp_path, monkeypatch):
+    # A stand-in for the release archive (same layout, 4 recordings instead of 3,000): it is unpacked into place and
+    # then refused for its count. The network is never touched: fetch() is replaced.
+    release = fake_fsdd(tmp_path / "src" / "free-spoken-digit-dataset-1.0.10" / "recordings", takes=1)
+    archive = tmp_path / "release.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(release.iterdir()):
+            zf.write(path, path.relative_to(tmp_path / "src").as_posix())
+    monkeypatch.setattr(audio_data, "fetch", lambda dataset, remote, root: archive)
+    root = tmp_path / "cache"
+    with pytest.raises(DlbenchError, match="the downloaded release holds 4 recordings, expected 3000"):
+        FsddDataModule(root=str(root)).load()
+    assert sorted(p.name for p in (root / "free-spoken-digit-dataset-1.0.10" / "recordings").iterdir()) == \
+        sorted(p.name for p in release.iterdir())
+    assert not (root / "free-spoken-digit-dataset-1.0.10.tmp").exists()
 
 
 @needs_fsdd
