@@ -16,6 +16,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from dlbench.metrics import MajorityAccuracy
+from dlbench.precision import full_precision
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -70,7 +71,7 @@ class RNNClassifier(L.LightningModule):
         """Images ``(N, C, H, W)`` -> class logits ``(N, num_classes)``."""
         n, c, h, w = x.shape
         rows = x.permute(0, 2, 1, 3).reshape(n, h, c * w)  # time step = one row, all channels side by side
-        _, state = self.rnn(rows)
+        _, state = full_precision(self.rnn, rows)  # oneDNN's CPU RNNs have no bf16 kernel; cuDNN's run as is
         h_n = state[0] if isinstance(state, tuple) else state  # the LSTM returns (h_n, c_n)
         directions = 2 if self.hparams.bidirectional else 1
         last = h_n[-directions:]  # (directions, N, hidden): the last layer's final state in each direction
