@@ -45,7 +45,7 @@ def site(tmp_path, monkeypatch):
 
 def dlbench(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real ``dlbench`` command as a user would."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("DLBENCH_LOG_DIR", None)
+    full_env = {k: v for k, v in os.environ.items() if k != "DLBENCH_LOG_DIR"}  # runs land under cwd unless env says
+    full_env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
     return subprocess.run([sys.executable, "-m", "dlbench", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)

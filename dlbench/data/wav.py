@@ -37,8 +37,9 @@ def read_wav(path: str | os.PathLike, sample_rate: int | None = None) -> torch.T
             data = w.readframes(n)
     except FileNotFoundError:
         raise DlbenchError(f"audio file {path} does not exist. Check the path.") from None
-    except (wave.Error, EOFError, ValueError) as err:
-        # wave.Error covers a missing RIFF/WAVE header or fmt/data chunk and non-PCM encodings ("unknown format").
+    except (wave.Error, EOFError, ValueError, RuntimeError, OSError) as err:
+        # wave.Error covers a missing RIFF/WAVE header or fmt/data chunk and non-PCM encodings ("unknown format");
+        # a chunk size pointing past the end of the file makes the wave module raise a bare RuntimeError.
         raise DlbenchError(f"audio file {path} is not a readable PCM WAV file ({err or 'truncated header'}). "
                            f"{_FIX}") from None
     if width not in (1, 2):

@@ -20,6 +20,9 @@ from dlbench.errors import DlbenchError
 BUNDLED = Path(__file__).with_name("sunspots.csv")
 
 
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 def read_series(path: str | Path, column: str | None = None) -> torch.Tensor:
     """One numeric column of a CSV file as a float tensor; the last column when ``column`` is not given."""
     path = Path(path)
@@ -52,8 +55,9 @@ def read_series(path: str | Path, column: str | None = None) -> torch.Tensor:
         except (IndexError, ValueError):
             raise DlbenchError(f"series file {path}, line {line_no}: column {header[index]!r} is not a number "
                                f"({row!r}). Clean the file or choose another --data.column.") from None
-        if not math.isfinite(value):
-            raise DlbenchError(f"series file {path}, line {line_no}: value {value} is not finite.")
+        if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
+            raise DlbenchError(f"series file {path}, line {line_no}: value {value} is not a finite 32-bit float "
+                               f"(|value| <= {_FLOAT32_MAX:.3g}). Fix or drop that row.")
         values.append(value)
     return torch.tensor(values, dtype=torch.float32)
 
