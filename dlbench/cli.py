@@ -37,6 +37,8 @@ Comparing runs:
 Beyond a runner:
   sweep --model NAME --param model.lr=float:1e-4:1e-2:log ...   hyperparameter search (Optuna), resumable
   export RUN_DIR --format onnx|torchscript                       export and check against PyTorch's outputs
+  compress RUN_DIR --method prune|quantize|distill               smaller model; one table of metric, params,
+                                                                 file size, CPU latency before and after
   new-plugin NAME [DIR]                                          write a complete third-party plugin package
 
 Examples:
@@ -143,8 +145,12 @@ def dispatch(argv: list[str]) -> int:
         from dlbench.runner import run
 
         return run(argv[0], argv[1:])
+    if argv[0] == "compress":
+        from dlbench.compress import run as compress  # imports torch and Lightning: only for this command
+
+        return compress(argv[1:])
     parser = _parser()
-    known = {"list", "info", "compare", "bench", "sweep", "export", "new-plugin"}
+    known = {"list", "info", "compare", "bench", "sweep", "export", "compress", "new-plugin"}
     if argv[0] not in known:
         import difflib
 

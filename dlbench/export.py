@@ -147,10 +147,8 @@ def load_model(source: Source, weights_only: bool = True):
     return model.eval()
 
 
-def real_batch(source: Source):
-    """The first batch of the test split of the run's data module, as the model receives it."""
-    from dlbench.testing import _batch
-
+def load_datamodule(source: Source):
+    """The run's data module, rebuilt from its class path and arguments, with a test split."""
     if source.data_class is None:
         raise DlbenchError(f"{source.checkpoint} does not say which data module the model was trained on, so there "
                            f"is no real input to export with. Export the run directory, which has config.yaml.")
@@ -161,7 +159,15 @@ def real_batch(source: Source):
         raise DlbenchError(f"cannot rebuild the data module {cls.__name__} of this run: {err}.") from None
     if not hasattr(datamodule, "test_dataloader"):
         raise NotExportable(f"the data module {cls.__name__} has no test split to take a real input from.")
-    return _batch(datamodule, "test")
+    return datamodule
+
+
+def real_batch(source: Source, datamodule=None):
+    """The first batch of the test split of the run's data module (or of ``datamodule``), as the model receives
+    it."""
+    from dlbench.testing import _batch
+
+    return _batch(datamodule if datamodule is not None else load_datamodule(source), "test")
 
 
 def _describe(tensors) -> str:
