@@ -76,6 +76,9 @@ class DlbenchCLI(LightningCLI):
                             help="fit only: test the best checkpoint on the test split when training ends")
         parser.add_argument("--weight_histograms", type=int, default=0,
                             help="write a histogram of every weight to TensorBoard every N epochs (0: never)")
+        parser.add_argument("--log_graph", type=bool, default=True,
+                            help="trace the model once on its example_input_array and show the computation graph in "
+                                 "TensorBoard's Graphs tab (a model that cannot be traced is skipped with a warning)")
         parser.add_argument("--compile", type=bool, default=False,
                             help="compile the model's forward with torch.compile (compile time is logged apart as "
                                  "train/compile_seconds)")
@@ -110,9 +113,8 @@ class DlbenchCLI(LightningCLI):
         if wants_bar and not any(isinstance(c, ProgressBar) for c in [*configured, *callbacks]):
             callbacks.append(TQDMProgressBar(refresh_rate=10))  # refreshing every step costs time on small models
         trainer = super()._instantiate_trainer(config, callbacks)
-        if isinstance(trainer.logger, RunLogger) and checkpoint is not None and checkpoint.monitor:
-            trainer.logger.hparam_metrics = list(dict.fromkeys([checkpoint.monitor, f"{checkpoint.monitor}_best",
-                                                                "val/loss"]))
+        if isinstance(trainer.logger, RunLogger) and cfg.get("log_graph") is False:
+            trainer.logger.graph_enabled = False
         return trainer
 
     def _run_params(self) -> dict[str, Any]:

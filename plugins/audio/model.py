@@ -87,7 +87,7 @@ class SpeechCommandCNN(L.LightningModule):
                                         for i, o in zip(widths, widths[1:], strict=False)))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(2 * channels, num_classes)
-        self.example_input_array = torch.zeros(1, n_mels, n_frames)
+        self.example_input_array = torch.zeros(2, n_mels, n_frames)
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc, self.test_acc = (MulticlassAccuracy(num_classes, average="micro") for _ in range(2))

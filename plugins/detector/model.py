@@ -88,7 +88,7 @@ class GridDetector(L.LightningModule):
         self.backbone = nn.Sequential(*layers, conv_bn(channels, channels))
         self.head = nn.Conv2d(channels, 5 + num_classes, 1)
         nn.init.constant_(self.head.bias[0], -4.0)  # few cells hold objects: start with objectness ~2%
-        self.example_input_array = torch.zeros(1, 3, image_size, image_size)
+        self.example_input_array = torch.zeros(2, 3, image_size, image_size)
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_map, self.test_map, self.test_map_prior = (MeanAveragePrecision() for _ in range(3))

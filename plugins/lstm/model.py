@@ -47,7 +47,7 @@ class LSTMForecaster(L.LightningModule):
         self.lstm = nn.LSTM(n_features, hidden_size, num_layers, batch_first=True,
                             dropout=dropout if num_layers > 1 else 0.0)
         self.head = nn.Linear(hidden_size, n_features)
-        self.example_input_array = torch.zeros(1, window, n_features)
+        self.example_input_array = torch.zeros(2, window, n_features)
         # One metric object per stage: torchmetrics accumulates over the epoch and syncs across processes.
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_rmse, self.test_rmse = MeanSquaredError(squared=False), MeanSquaredError(squared=False)

@@ -128,7 +128,7 @@ class ResNet(L.LightningModule):
         self._init_weights(zero_init_residual)
         if channels_last:
             self.to(memory_format=torch.channels_last)
-        self.example_input_array = torch.zeros(1, in_channels, image_size, image_size)
+        self.example_input_array = torch.zeros(2, in_channels, image_size, image_size)
 
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")

@@ -106,7 +106,8 @@ class TransformerClassifier(L.LightningModule):
         n, length = tokens.shape
         pad = self.padding_mask(tokens)
         positions = torch.arange(length, device=tokens.device)
-        x = self.token_embedding(tokens) + self.position_embedding(positions + (self.cls_token is not None))
+        # An int offset, not the bool itself: a traced tensor + bool is an op TorchScript has no overload for.
+        x = self.token_embedding(tokens) + self.position_embedding(positions + int(self.cls_token is not None))
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(n, -1, -1) + self.position_embedding.weight[0], x], dim=1)
             pad = torch.cat([pad.new_zeros(n, 1), pad], dim=1)

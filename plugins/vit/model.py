@@ -101,7 +101,7 @@ class VisionTransformer(L.LightningModule):
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)  # pre-norm layers leave the last output un-normalised
         self.head = nn.Linear(dim, num_classes)
-        self.example_input_array = torch.zeros(1, in_channels, image_size, image_size)
+        self.example_input_array = torch.zeros(2, in_channels, image_size, image_size)
 
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
