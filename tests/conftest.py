@@ -14,6 +14,10 @@ from dlbench import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:  # each worker (and the dlbench processes it starts) takes its share of the cores, not all of them
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 
 def write_dist(site: Path, name: str, version: str, entry_points: dict[str, dict[str, str]],
                modules: dict[str, str]) -> None:

@@ -17,8 +17,8 @@ from conftest import dlbench
 
 from dlbench.runs import read_scalars
 
-STEPS = 26  # an epoch of the run below: 207 training windows in batches of 8, room to stop in the middle of one
-SMALL = ("--model", "lstm", "--model.hidden_size", "16", "--data.batch_size", "8", "--trainer.max_epochs", "4",
+STEPS = 207  # an epoch of the run below: 207 training windows one at a time, about a second, room to stop inside it
+SMALL = ("--model", "lstm", "--model.hidden_size", "16", "--data.batch_size", "1", "--trainer.max_epochs", "4",
          "--trainer.enable_progress_bar", "false")
 
 
@@ -78,7 +78,8 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert straight.returncode == 0, straight.stderr
     reference = run.parent / "version_1"
     for tag in ("val/loss", "val/rmse", "test/rmse"):
-        (steps, values), (ref_steps, ref_values) = zip(*_curve(run, tag)), zip(*_curve(reference, tag))
+        steps, values = zip(*_curve(run, tag), strict=True)
+        ref_steps, ref_values = zip(*_curve(reference, tag), strict=True)
         assert steps == ref_steps, tag
         assert values == pytest.approx(ref_values, rel=1e-6), tag
     # The epoch mean of the training loss in the interrupted epoch averages only the batches run after the resume
