@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import pickle
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import wave
 from pathlib import Path
 
 import pytest
@@ -167,6 +169,17 @@ def _bad_inputs(tmp: Path, run: Path) -> dict[str, tuple[list[str], dict, int, s
     other = {"state_dict": {"encoder.weight": torch.zeros(2, 2)}, "hyper_parameters": {"_class_path": "other.Model"}}
     torch.save(other, tmp / "other_plugin.ckpt")
     torch.save({"state_dict": {"encoder.weight": torch.zeros(2, 2)}}, tmp / "other_weights.ckpt")
+    # Standard datasets given by path, in their real formats but cut short: MNIST's gzipped IDX files, an FSDD WAV.
+    (tmp / "mnist").mkdir()
+    header = (2051).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in (100, 28, 28))
+    idx = gzip.compress(header + bytes(range(256)) * 300)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (tmp / "mnist" / f"{name}.gz").write_bytes(idx[: len(idx) // 2])
+    (tmp / "fsdd").mkdir()
+    with wave.open(str(tmp / "fsdd" / "3_jackson_0.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000), w.writeframes(bytes(8000))
+    (tmp / "fsdd" / "3_jackson_0.wav").write_bytes((tmp / "fsdd" / "3_jackson_0.wav").read_bytes()[:30])
     blocker = tmp / "a_file"
     blocker.write_text("")
     return {
@@ -176,6 +189,10 @@ def _bad_inputs(tmp: Path, run: Path) -> dict[str, tuple[list[str], dict, int, s
         "negative lr": (["fit", "--model", "lstm", "--model.lr", "-1"], {}, 2, "lr must be > 0"),
         "malformed yaml": (["fit", "--config", "broken.yaml"], {}, 2, "not valid YAML"),
         "unknown config key": (["fit", "--config", "unknown_key.yaml"], {}, 2, "hidden_sizes"),
+        "truncated gzip IDX file": (["fit", "--model", "mlp", "--data", "mnist", "--data.root", "mnist"], {}, 2,
+                                    "damaged gzip file"),
+        "truncated WAV file": (["fit", "--model", "audio", "--data", "fsdd", "--data.root", "fsdd"], {}, 2,
+                               "3_jackson_0.wav is not a readable PCM WAV file"),
         "missing data file": (["fit", "--model", "lstm", "--data.path", "nope.csv"], {}, 2, "does not exist"),
         "corrupt data file": (["fit", "--model", "lstm", "--data.path", "bad.csv"], {}, 2, "line 3"),
         "truncated checkpoint": (["test", "--model", "lstm", "--ckpt_path", "truncated.ckpt"], {}, 2,
@@ -194,7 +211,8 @@ def _bad_inputs(tmp: Path, run: Path) -> dict[str, tuple[list[str], dict, int, s
 
 
 CASES = ["unknown dataset", "incompatible data", "zero batch size", "negative lr", "malformed yaml",
-         "unknown config key", "missing data file", "corrupt data file", "truncated checkpoint", "not a checkpoint",
+         "unknown config key", "missing data file", "corrupt data file",
+         "truncated gzip IDX file", "truncated WAV file", "truncated checkpoint", "not a checkpoint",
          "checkpoint of another plugin", "checkpoint of other weights", "missing checkpoint", "resume of a missing run",
          "unwritable log directory"]
 

@@ -40,7 +40,8 @@ def read_wav(path: str | os.PathLike, sample_rate: int | None = None) -> torch.T
     except (wave.Error, EOFError, ValueError, RuntimeError, OSError) as err:
         # wave.Error covers a missing RIFF/WAVE header or fmt/data chunk and non-PCM encodings ("unknown format");
         # a chunk size pointing past the end of the file makes the wave module raise a bare RuntimeError.
-        raise DlbenchError(f"audio file {path} is not a readable PCM WAV file ({err or 'truncated header'}). "
+        detail = str(err) or "its header is cut short or declares a chunk past the end of the file"
+        raise DlbenchError(f"audio file {path} is not a readable PCM WAV file ({detail}). "
                            f"{_FIX}") from None
     if width not in (1, 2):
         raise DlbenchError(f"audio file {path} has {8 * width}-bit samples; only 8-bit and 16-bit PCM are read. "
