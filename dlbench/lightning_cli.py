@@ -297,6 +297,8 @@ def make_cli(target: Target, args: list[str], run: bool = True) -> DlbenchCLI:
     # does not apply. Plugins log per epoch, so the warning about few batches per logging interval does not either.
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates, once a loop: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
     prog = f"dlbench {args[0] if run else 'fit'} --model {target.name}"
     try:
         return DlbenchCLI(
