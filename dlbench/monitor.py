@@ -89,8 +89,11 @@ class TrainingSpeed(Callback):
             log["train/samples_per_second"] = self._samples * trainer.world_size / seconds
         if cuda:
             log["train/peak_memory_mb"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
+        # Every process logs; under DDP the epoch value is the mean over processes (the slowest-to-fastest spread
+        # averages out) and the peak memory the largest process's.
         for name, value in log.items():
-            pl_module.log(name, value, on_step=False, on_epoch=True, batch_size=1, rank_zero_only=True)
+            pl_module.log(name, value, on_step=False, on_epoch=True, batch_size=1, sync_dist=True,
+                          reduce_fx="max" if name.endswith("memory_mb") else "mean")
 
 
 class LearningRate(Callback):
@@ -105,7 +108,7 @@ class LearningRate(Callback):
         rates = [group["lr"] for optimizer in trainer.optimizers for group in optimizer.param_groups]
         for i, lr in enumerate(rates):
             pl_module.log("train/lr" if i == 0 else f"train/lr_{i}", float(lr), on_step=False, on_epoch=True,
-                          batch_size=1, rank_zero_only=True)
+                          batch_size=1, sync_dist=True)  # the same on every process
 
 
 class WeightHistograms(Callback):
