@@ -90,25 +90,47 @@ class NonFiniteLoss(RuntimeError):
 class FiniteLossGuard(Callback):
     """Stops training when the loss turns NaN or infinite, before a checkpoint of the broken weights is written.
 
-    Each step folds ``isfinite(loss)`` into a device-side tensor (no host synchronisation); the tensor is read once
-    before every validation and at epoch end, which is before ModelCheckpoint saves, so the last good checkpoint
-    stays the last one on disk.
+    Each step only keeps a reference to the detached loss and its step number (no tensor operation, no host
+    synchronisation); the kept losses are checked together, in one stacked operation, before every validation and at
+    epoch end, which is before ModelCheckpoint saves, so the last good checkpoint stays the last one on disk. Every
+    :attr:`FOLD` steps they are folded into a device-side first bad step, so long epochs keep few references.
     """
 
+    FOLD = 1024
+    _NONE = torch.iinfo(torch.long).max
+
     def __init__(self) -> None:
+        self._losses: list[torch.Tensor] = []
+        self._steps: list[int] = []
         self._first_bad: torch.Tensor | None = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
             return
-        if self._first_bad is None:
-            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
-        bad = ~torch.isfinite(loss.detach()).all()
-        self._first_bad = torch.where(bad & (self._first_bad < 0), trainer.global_step, self._first_bad)
+        loss = loss.detach()
+        if loss.dim():  # a loss per sample or element: one value, finite when all of it is
+            loss = torch.where(torch.isfinite(loss).all(), 0.0, torch.nan)
+        self._losses.append(loss)
+        self._steps.append(trainer.global_step)
+        if len(self._losses) >= self.FOLD:
+            self._fold()
+
+    def _fold(self) -> None:
+        if not self._losses:
+            return
+        losses = self._losses
+        if len({loss.dtype for loss in losses}) > 1:  # e.g. a mixed-precision run's losses of two dtypes
+            losses = [loss.float() for loss in losses]
+        finite = torch.isfinite(torch.stack(losses))
+        steps = torch.tensor(self._steps, dtype=torch.long).to(finite.device, non_blocking=True)
+        first = torch.where(finite, self._NONE, steps).min()
+        self._first_bad = first if self._first_bad is None else torch.minimum(self._first_bad, first)
+        self._losses, self._steps = [], []
 
     def _check(self, trainer: L.Trainer) -> None:
-        if self._first_bad is not None and (step := int(self._first_bad)) >= 0:
+        self._fold()
+        if self._first_bad is not None and (step := int(self._first_bad)) != self._NONE:
             raise NonFiniteLoss(step, trainer.current_epoch)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

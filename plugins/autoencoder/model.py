@@ -147,8 +147,9 @@ class Autoencoder(L.LightningModule):
         recon = self(x)
         loss = nn.functional.mse_loss(recon, x)
         mean_loss = getattr(self, f"{stage}_loss")
-        mean_loss(loss, weight=len(x))
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
+        mean_loss.update(loss, weight=len(x))  # update(): a call would also compute a per-batch value
+        if stage != "train":  # the training loss is logged once an epoch, from on_train_epoch_end
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
         if stage != "train":
             mse, mse_pca = getattr(self, f"{stage}_mse"), getattr(self, f"{stage}_mse_pca")
             mse(recon, x)
@@ -156,6 +157,12 @@ class Autoencoder(L.LightningModule):
             self.log(f"{stage}/mse", mse, on_step=False, on_epoch=True, prog_bar=True)
             self.log(f"{stage}/mse_pca", mse_pca, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # The training loss is logged here, once an epoch, rather than from every training_step: the same epoch mean
+        # at the same step, without Lightning's per-call logging cost on every batch.
+        if self.train_loss.update_called:
+            self.log("train/loss", self.train_loss, prog_bar=True)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

@@ -92,8 +92,9 @@ class CNNClassifier(L.LightningModule):
         logits = self(x)
         loss = nn.functional.cross_entropy(logits, y)
         mean_loss = getattr(self, f"{stage}_loss")
-        mean_loss(loss, weight=len(y))
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
+        mean_loss.update(loss, weight=len(y))  # update(): a call would also compute a per-batch value
+        if stage != "train":  # the training loss is logged once an epoch, from on_train_epoch_end
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
         if stage != "train":
             acc = getattr(self, f"{stage}_acc")
             acc(logits, y)
@@ -104,6 +105,12 @@ class CNNClassifier(L.LightningModule):
             self.test_acc_majority(y)
             self.log("test/acc_majority", self.test_acc_majority, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # The training loss is logged here, once an epoch, rather than from every training_step: the same epoch mean
+        # at the same step, without Lightning's per-call logging cost on every batch.
+        if self.train_loss.update_called:
+            self.log("train/loss", self.train_loss, prog_bar=True)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

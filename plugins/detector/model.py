@@ -168,8 +168,9 @@ class GridDetector(L.LightningModule):
         out = self(images)
         loss = self.loss(out, boxes, labels)
         mean_loss = getattr(self, f"{stage}_loss")
-        mean_loss(loss, weight=len(images))
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
+        mean_loss.update(loss, weight=len(images))  # update(): a call would also compute a per-batch value
+        if stage != "train":  # the training loss is logged once an epoch, from on_train_epoch_end
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
         if stage == "train":
             self._count_prior(boxes, labels)
         else:
@@ -183,6 +184,12 @@ class GridDetector(L.LightningModule):
         onehot = F.one_hot(labels.clamp_min(0), self.hparams.num_classes).to(boxes.dtype) * (labels >= 0)[..., None]
         self.prior_box_sum += torch.einsum("nmc,nmk->ck", onehot, boxes)
         self.prior_count += onehot.sum(dim=(0, 1))
+
+    def on_train_epoch_end(self) -> None:
+        # The training loss is logged here, once an epoch, rather than from every training_step: the same epoch mean
+        # at the same step, without Lightning's per-call logging cost on every batch.
+        if self.train_loss.update_called:
+            self.log("train/loss", self.train_loss, prog_bar=True)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

@@ -211,10 +211,16 @@ class GAN(L.LightningModule):
         opt_g.step()
         self.untoggle_optimizer(opt_g)
 
-        self.train_loss_d(loss_d, weight=len(x))
-        self.train_loss_g(loss_g, weight=len(x))
-        self.log("train/loss_d", self.train_loss_d, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/loss_g", self.train_loss_g, on_step=False, on_epoch=True, prog_bar=True)
+        # update(), not a call (which also computes a per-batch value); logged once an epoch, from on_train_epoch_end.
+        self.train_loss_d.update(loss_d, weight=len(x))
+        self.train_loss_g.update(loss_g, weight=len(x))
+
+    def on_train_epoch_end(self) -> None:
+        # Logged here, once an epoch, rather than from every training_step: the same epoch means at the same step,
+        # without Lightning's per-call logging cost on every batch.
+        if self.train_loss_d.update_called:
+            self.log("train/loss_d", self.train_loss_d, prog_bar=True)
+            self.log("train/loss_g", self.train_loss_g, prog_bar=True)
 
     def configure_optimizers(self):
         betas = (0.5, 0.999)  # the DCGAN paper's and the articles' beta1 = 0.5

@@ -85,8 +85,9 @@ class GCN(L.LightningModule):
         logits = self.classify(h, edge_index)
         loss = F.cross_entropy(logits[mask], y[mask])
         mean_loss = getattr(self, f"{stage}_loss")
-        mean_loss(loss)
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
+        mean_loss.update(loss)  # update(): a call would also compute a per-batch value
+        if stage != "train":  # the training loss is logged once an epoch, from on_train_epoch_end
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
         if stage != "train":
             acc = getattr(self, f"{stage}_acc")
             acc(logits[mask], y[mask])
@@ -97,6 +98,12 @@ class GCN(L.LightningModule):
         if stage == "val":
             self._embedding = (h.detach(), y, logits.argmax(-1))
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # The training loss is logged here, once an epoch, rather than from every training_step: the same epoch mean
+        # at the same step, without Lightning's per-call logging cost on every batch.
+        if self.train_loss.update_called:
+            self.log("train/loss", self.train_loss, prog_bar=True)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

@@ -77,17 +77,25 @@ class MLPClassifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = nn.functional.cross_entropy(logits, y)
+        # update(), not a call: a call also computes each batch's own value, which nothing reads.
         mean_loss = getattr(self, f"{stage}_loss")
-        mean_loss(loss, weight=len(y))
+        mean_loss.update(loss, weight=len(y))
+        if stage == "train":  # logged once an epoch, from on_train_epoch_end
+            return loss
         self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
-        if stage != "train":
-            acc = getattr(self, f"{stage}_acc")
-            acc(logits, y)
-            self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        acc = getattr(self, f"{stage}_acc")
+        acc.update(logits, y)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         if stage == "test":
-            self.test_acc_majority(y)
+            self.test_acc_majority.update(y)
             self.log("test/acc_majority", self.test_acc_majority, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # The epoch mean, logged at the same step as an on_epoch log from training_step would be, without
+        # Lightning's per-call logging cost on every training batch.
+        if self.train_loss.update_called:
+            self.log("train/loss", self.train_loss, prog_bar=True)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

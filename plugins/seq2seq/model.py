@@ -179,8 +179,10 @@ class Seq2SeqTransformer(L.LightningModule):
         loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=self.hparams.pad_index,
                                            label_smoothing=self.hparams.label_smoothing)
         mean_loss = getattr(self, f"{stage}_loss")
-        mean_loss(loss, weight=(labels != self.hparams.pad_index).sum())
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
+        # update(): a call would also compute a per-batch value
+        mean_loss.update(loss, weight=(labels != self.hparams.pad_index).sum())
+        if stage != "train":  # the training loss is logged once an epoch, from on_train_epoch_end
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
         if stage == "train":
             return loss
         acc = getattr(self, f"{stage}_acc")
@@ -198,6 +200,12 @@ class Seq2SeqTransformer(L.LightningModule):
         if stage == "val" and self._shown is None and self._logs_text():
             self._shown = (src[:SHOWN].cpu(), labels[:SHOWN].cpu(), hyp[:SHOWN].cpu())
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # The training loss is logged here, once an epoch, rather than from every training_step: the same epoch mean
+        # at the same step, without Lightning's per-call logging cost on every batch.
+        if self.train_loss.update_called:
+            self.log("train/loss", self.train_loss, prog_bar=True)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

@@ -98,8 +98,9 @@ class TabularMLP(L.LightningModule):
         logits = self(x)
         loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=self.pos_weight)
         mean_loss = getattr(self, f"{stage}_loss")
-        mean_loss(loss, weight=len(y))
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
+        mean_loss.update(loss, weight=len(y))  # update(): a call would also compute a per-batch value
+        if stage != "train":  # the training loss is logged once an epoch, from on_train_epoch_end
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
         if stage == "train":
             return loss
         prob, target = torch.sigmoid(logits), y.long()
@@ -116,6 +117,12 @@ class TabularMLP(L.LightningModule):
             self.val_roc.update(prob, target)
             self.val_pr.update(prob, target)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # The training loss is logged here, once an epoch, rather than from every training_step: the same epoch mean
+        # at the same step, without Lightning's per-call logging cost on every batch.
+        if self.train_loss.update_called:
+            self.log("train/loss", self.train_loss, prog_bar=True)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

@@ -124,8 +124,9 @@ class TransformerClassifier(L.LightningModule):
         logits = self(tokens)
         loss = nn.functional.cross_entropy(logits, labels)
         mean_loss = getattr(self, f"{stage}_loss")
-        mean_loss(loss, weight=len(labels))
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
+        mean_loss.update(loss, weight=len(labels))  # update(): a call would also compute a per-batch value
+        if stage != "train":  # the training loss is logged once an epoch, from on_train_epoch_end
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
         if stage != "train":
             preds = logits.argmax(-1)
             acc, f1, majority = (getattr(self, f"{stage}_{name}") for name in ("acc", "f1", "acc_majority"))
@@ -136,6 +137,12 @@ class TransformerClassifier(L.LightningModule):
             self.log(f"{stage}/f1", f1, on_step=False, on_epoch=True, prog_bar=True)
             self.log(f"{stage}/acc_majority", majority, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # The training loss is logged here, once an epoch, rather than from every training_step: the same epoch mean
+        # at the same step, without Lightning's per-call logging cost on every batch.
+        if self.train_loss.update_called:
+            self.log("train/loss", self.train_loss, prog_bar=True)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

@@ -180,8 +180,9 @@ class VAE(L.LightningModule):
         loss = (recon + self.hparams.beta * kl).mean()
         for name, value in (("loss", loss), ("recon", recon.mean()), ("kl", kl.mean())):
             metric = getattr(self, f"{stage}_{name}")
-            metric(value, weight=len(x))
-            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "loss")
+            metric.update(value, weight=len(x))  # update(): a call would also compute a per-batch value
+            if stage != "train":  # training metrics are logged once an epoch, from on_train_epoch_end
+                self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "loss")
         if stage != "train":
             baseline, mse = getattr(self, f"{stage}_recon_mean"), getattr(self, f"{stage}_mse")
             baseline(self.nll(self.mean_output.unsqueeze(0), x).mean(), weight=len(x))
@@ -189,6 +190,13 @@ class VAE(L.LightningModule):
             self.log(f"{stage}/recon_mean", baseline, on_step=False, on_epoch=True)
             self.log(f"{stage}/mse", mse, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Logged here, once an epoch, rather than from every training_step: the same epoch means at the same step,
+        # without Lightning's per-call logging cost on every batch.
+        if self.train_loss.update_called:
+            for name in ("loss", "recon", "kl"):
+                self.log(f"train/{name}", getattr(self, f"train_{name}"), prog_bar=name == "loss")
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train", batch_idx)
