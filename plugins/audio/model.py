@@ -18,6 +18,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from dlbench.metrics import MajorityAccuracy
+from dlbench.pictures import PictureBudget
 
 
 def conv_block(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
@@ -93,6 +94,7 @@ class SpeechCommandCNN(L.LightningModule):
         self.val_acc, self.test_acc = (MulticlassAccuracy(num_classes, average="micro") for _ in range(2))
         self.test_acc_majority = MajorityAccuracy(num_classes)
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
+        self.pictures = PictureBudget()  # the confusion matrix is a matplotlib figure: ~0.1 s to draw
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes)`` of features ``(N, n_mels, n_frames)``."""
@@ -141,11 +143,12 @@ class SpeechCommandCNN(L.LightningModule):
         # compute() syncs across processes, so every rank calls it; only rank zero draws.
         matrix = self.val_confusion.compute()
         self.val_confusion.reset()
-        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
+        if not self.pictures.due(self.trainer) or not self.trainer.is_global_zero:
             return
         if isinstance(self.logger, TensorBoardLogger):
-            self.logger.experiment.add_figure("val/confusion_matrix", confusion_figure(matrix, self.class_names),
-                                              global_step=self.global_step)
+            with self.pictures.drawing():
+                figure = confusion_figure(matrix, self.class_names)
+                self.logger.experiment.add_figure("val/confusion_matrix", figure, global_step=self.global_step)
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from dlbench.metrics import MajorityAccuracy
+from dlbench.pictures import PictureBudget
 
 
 class CNNClassifier(L.LightningModule):
@@ -82,6 +83,7 @@ class CNNClassifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_majority = MajorityAccuracy(num_classes)
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
+        self.pictures = PictureBudget()  # the confusion matrix is a matplotlib figure: ~0.1 s to draw
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(N, C, H, W)`` -> class logits ``(N, num_classes)``."""
@@ -129,11 +131,13 @@ class CNNClassifier(L.LightningModule):
         # compute() on every rank: under DDP it is a collective that sums the counts of all processes.
         counts = self.val_confusion.compute().cpu()
         self.val_confusion.reset()
-        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
+        if not self.pictures.due(self.trainer) or not self.trainer.is_global_zero:
             return
         if isinstance(self.logger, TensorBoardLogger):
             names = getattr(self.trainer.datamodule, "class_names", ())
-            self.logger.experiment.add_figure("val/confusion_matrix", confusion_figure(counts, names), self.global_step)
+            with self.pictures.drawing():
+                self.logger.experiment.add_figure("val/confusion_matrix", confusion_figure(counts, names),
+                                                  self.global_step)
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -26,6 +26,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MeanMetric
 
+from dlbench.pictures import PictureBudget
+
 SHOWN_IMAGES = 4
 
 
@@ -96,6 +98,7 @@ class GridDetector(L.LightningModule):
         self.register_buffer("prior_box_sum", torch.zeros(num_classes, 4))
         self.register_buffer("prior_count", torch.zeros(num_classes))
         self._shown: tuple | None = None
+        self.pictures = PictureBudget()  # predicted boxes are a matplotlib figure: ~0.1 s to draw
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw predictions ``(N, S, S, 5 + num_classes)``: objectness logit, box logits (4), class logits."""
@@ -215,12 +218,13 @@ class GridDetector(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_map("val")
-        if self._shown is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+        shown, self._shown = self._shown, None
+        if shown is None or not self.pictures.due(self.trainer) or not self.trainer.is_global_zero:
             return
         if isinstance(self.logger, TensorBoardLogger):
-            self.logger.experiment.add_figure("val/detections", self.detections_figure(*self._shown),
-                                              global_step=self.global_step)
-        self._shown = None
+            with self.pictures.drawing():
+                self.logger.experiment.add_figure("val/detections", self.detections_figure(*shown),
+                                                  global_step=self.global_step)
 
     def on_test_epoch_end(self) -> None:
         self._log_map("test")
