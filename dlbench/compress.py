@@ -49,6 +49,7 @@ from dlbench.errors import DlbenchError
 from dlbench.export import (
     NotExportable,
     Source,
+    _bool,
     _first_line,
     _quiet,
     forward_inputs,
@@ -615,14 +616,6 @@ def cmd_compress(args: argparse.Namespace) -> int:
     report = compress(args)
     print(f"\n{report.text()}\nwritten to {report.output}/compression.md and compression.json")
     return 0
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
