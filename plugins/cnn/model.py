@@ -10,19 +10,17 @@ end.
 
 from __future__ import annotations
 
-import lightning as L
 import torch
+from dlbench_plugins.classifier import Classifier
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from torch import nn
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassConfusionMatrix
 
-from dlbench.metrics import MajorityAccuracy
 from dlbench.pictures import PictureBudget
 
 
-class CNNClassifier(L.LightningModule):
+class CNNClassifier(Classifier):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
                  channels: tuple[int, ...] = (32, 64), kernel_size: int = 3, hidden_size: int = 64,
                  dropout: float = 0.3, lr: float = 2e-3, weight_decay: float = 1e-4) -> None:
@@ -77,11 +75,7 @@ class CNNClassifier(L.LightningModule):
         self.head = nn.Sequential(*head, nn.Linear(flat, num_classes))
         self.example_input_array = torch.zeros(2, in_channels, image_size, image_size)
 
-        # One metric object per stage: torchmetrics accumulates over the epoch and syncs across processes.
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc_majority = MajorityAccuracy(num_classes)
+        self.init_metrics(num_classes)
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
         self.pictures = PictureBudget()  # the confusion matrix is a matplotlib figure: ~0.1 s to draw
 
@@ -89,43 +83,9 @@ class CNNClassifier(L.LightningModule):
         """Images ``(N, C, H, W)`` -> class logits ``(N, num_classes)``."""
         return self.head(self.features(x))
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        x, y = batch
-        logits = self(x)
-        loss = nn.functional.cross_entropy(logits, y)
-        mean_loss = getattr(self, f"{stage}_loss")
-        mean_loss.update(loss, weight=len(y))  # update(): a call would also compute a per-batch value
-        if stage != "train":  # the training loss is logged once an epoch, from on_train_epoch_end
-            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
-        if stage != "train":
-            acc = getattr(self, f"{stage}_acc")
-            acc(logits, y)
-            self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+    def observe(self, stage: str, logits: torch.Tensor, y: torch.Tensor) -> None:
         if stage == "val":
             self.val_confusion.update(logits, y)
-        if stage == "test":
-            self.test_acc_majority(y)
-            self.log("test/acc_majority", self.test_acc_majority, on_step=False, on_epoch=True)
-        return loss
-
-    def on_train_epoch_end(self) -> None:
-        # The training loss is logged here, once an epoch, rather than from every training_step: the same epoch mean
-        # at the same step, without Lightning's per-call logging cost on every batch.
-        if self.train_loss.update_called:
-            self.log("train/loss", self.train_loss, prog_bar=True)
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
-
-    def predict_step(self, batch, batch_idx):
-        """Class probabilities ``(N, num_classes)``."""
-        return self(batch[0]).softmax(dim=-1)
 
     def on_validation_epoch_end(self) -> None:
         # compute() on every rank: under DDP it is a collective that sums the counts of all processes.
@@ -138,14 +98,6 @@ class CNNClassifier(L.LightningModule):
             with self.pictures.drawing():
                 self.logger.experiment.add_figure("val/confusion_matrix", confusion_figure(counts, names),
                                                   self.global_step)
-
-    def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        steps = self.trainer.estimated_stepping_batches
-        if not 0 < steps < float("inf"):  # an open-ended run: keep the learning rate constant
-            return opt
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(steps))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 def confusion_figure(counts: torch.Tensor, class_names: tuple[str, ...] = ()) -> Figure:

@@ -9,19 +9,15 @@ Test accuracy is logged next to the majority-class baseline on the same split.
 
 from __future__ import annotations
 
-import lightning as L
 import torch
+from dlbench_plugins.classifier import Classifier
 from torch import nn
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
-
-from dlbench.metrics import MajorityAccuracy
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
                                            "leaky_relu": nn.LeakyReLU}
 
 
-class MLPClassifier(L.LightningModule):
+class MLPClassifier(Classifier):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
                  hidden_sizes: tuple[int, ...] = (256, 128), activation: str = "relu", dropout: float = 0.2,
                  lr: float = 1e-3, weight_decay: float = 1e-4) -> None:
@@ -63,57 +59,8 @@ class MLPClassifier(L.LightningModule):
         self.net = nn.Sequential(*layers)
         self.example_input_array = torch.zeros(2, in_channels, image_size, image_size)
 
-        # One metric object per stage: torchmetrics accumulates over the epoch and syncs across processes.
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc_majority = MajorityAccuracy(num_classes)
+        self.init_metrics(num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(N, C, H, W)`` -> class logits ``(N, num_classes)``."""
         return self.net(x)
-
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        x, y = batch
-        logits = self(x)
-        loss = nn.functional.cross_entropy(logits, y)
-        # update(), not a call: a call also computes each batch's own value, which nothing reads.
-        mean_loss = getattr(self, f"{stage}_loss")
-        mean_loss.update(loss, weight=len(y))
-        if stage == "train":  # logged once an epoch, from on_train_epoch_end
-            return loss
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
-        acc = getattr(self, f"{stage}_acc")
-        acc.update(logits, y)
-        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
-        if stage == "test":
-            self.test_acc_majority.update(y)
-            self.log("test/acc_majority", self.test_acc_majority, on_step=False, on_epoch=True)
-        return loss
-
-    def on_train_epoch_end(self) -> None:
-        # The epoch mean, logged at the same step as an on_epoch log from training_step would be, without
-        # Lightning's per-call logging cost on every training batch.
-        if self.train_loss.update_called:
-            self.log("train/loss", self.train_loss, prog_bar=True)
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
-
-    def predict_step(self, batch, batch_idx):
-        """Class probabilities ``(N, num_classes)``."""
-        return self(batch[0]).softmax(dim=-1)
-
-    def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        steps = self.trainer.estimated_stepping_batches
-        if not 0 < steps < float("inf"):  # an open-ended run: keep the learning rate constant
-            return opt
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(steps))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,75 @@
+"""What the image classifiers (mlp, cnn, rnn) share: cross-entropy, one torchmetrics object per stage, epoch-level
+logging, class probabilities for predict, and AdamW with a cosine decay of the learning rate over the run.
+
+A subclass builds its network, calls :meth:`Classifier.init_metrics` in ``__init__`` and defines ``forward``
+(images -> class logits); :meth:`Classifier.observe` is where it looks at the logits of a step (e.g. a confusion
+matrix).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from dlbench.metrics import MajorityAccuracy
+
+
+class Classifier(L.LightningModule):
+    def init_metrics(self, num_classes: int) -> None:
+        # One metric object per stage: torchmetrics accumulates over the epoch and syncs across processes.
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc_majority = MajorityAccuracy(num_classes)
+
+    def observe(self, stage: str, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Called with each step's logits and labels; nothing by default."""
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        # update(), not a call: a call also computes each batch's own value, which nothing reads.
+        mean_loss = getattr(self, f"{stage}_loss")
+        mean_loss.update(loss, weight=len(y))
+        self.observe(stage, logits, y)
+        if stage == "train":  # logged once an epoch, from on_train_epoch_end
+            return loss
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
+        acc = getattr(self, f"{stage}_acc")
+        acc.update(logits, y)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        if stage == "test":
+            self.test_acc_majority.update(y)
+            self.log("test/acc_majority", self.test_acc_majority, on_step=False, on_epoch=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        # The epoch mean, logged at the same step as an on_epoch log from training_step would be, without
+        # Lightning's per-call logging cost on every training batch.
+        if self.train_loss.update_called:
+            self.log("train/loss", self.train_loss, prog_bar=True)
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx):
+        """Class probabilities ``(N, num_classes)``."""
+        return self(batch[0]).softmax(dim=-1)
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        steps = self.trainer.estimated_stepping_batches
+        if not 0 < steps < float("inf"):  # an open-ended run: keep the learning rate constant
+            return opt
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
