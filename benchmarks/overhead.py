@@ -29,10 +29,8 @@ checkpoint writes, torchmetrics, the validation loop, the model's own steps), to
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -359,16 +357,6 @@ def breakdown(name: str, opts: argparse.Namespace, log_dir: Path) -> list[tuple[
 
 # --- report ---
 
-def environment() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, load average {load:.1f}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}, lightning {L.__version__}")
-
-
 def table(rows: list[Row]) -> str:
     head = ["plugin", "data", "batch", "steps/ep", "plain s/ep", "dlbench s/ep", "ratio", "goal",
             "vanilla s/ep", "vanilla ratio", "dlbench/vanilla"]
@@ -428,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nWhere a dlbench epoch of {name} goes (ms per epoch; an indented part is inside the one above it):")
         for indent, text, ms in parts:
             print(f"  {'  ' * indent + text:<76} {ms:9.2f}")
-    print(f"\nHardware/software: {environment()}")
+    from dlbench.machine import describe  # imports torch: after the measurement
+    print(f"\nHardware/software: {describe()}")
     print(f"Command: python {shlex.join(['benchmarks/overhead.py', *(sys.argv[1:] if argv is None else argv)])}")
     return 0
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -75,8 +74,8 @@ def main() -> None:
     print(f"reference: >= {REFERENCE:.2f} (small CNN on log-mel or MFCC features, standard split)")
     print(f"wall time per run: {statistics.mean(times):.1f} s (mean), total {sum(times):.1f} s; "
           f"load average at the end {os.getloadavg()[0]:.1f}")
-    print(f"hardware: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
-          f"torch threads {torch.get_num_threads()}; torch {torch.__version__}, python {platform.python_version()}")
+    from dlbench.machine import describe  # imports torch: after the measurement
+    print(f"hardware: {describe()}", flush=True)
     print("command per seed: dlbench " + " ".join(command).replace(f"--seed_everything {args.seeds[-1]}",
                                                                    "--seed_everything S"))
 

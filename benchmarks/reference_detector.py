@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -65,8 +64,8 @@ def main() -> None:
     print(f"reference: >= {REFERENCE:.2f} mAP@0.5")
     print(f"wall time per run: {statistics.mean(times):.1f} s (mean), total {sum(times):.1f} s; "
           f"load average at the end {os.getloadavg()[0]:.1f}")
-    print(f"hardware: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
-          f"torch threads {torch.get_num_threads()}; torch {torch.__version__}, python {platform.python_version()}")
+    from dlbench.machine import describe  # imports torch: after the measurement
+    print(f"hardware: {describe()}", flush=True)
     print("command per seed: dlbench " + " ".join(command).replace(f"--seed_everything {args.seeds[-1]}",
                                                                    "--seed_everything S"))
 

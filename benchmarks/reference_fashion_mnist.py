@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -110,28 +109,7 @@ def run_once(row: Row, root: str, epochs: int, fraction: float, extra: list[str]
                   cpu_seconds, args)
 
 
-def hardware() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = f"{cpu}, {cores} cores available, torch threads {torch.get_num_threads()}"
-    if hasattr(os, "getloadavg"):
-        text += f", load average {os.getloadavg()[0]:.1f} at the end"
-    if torch.cuda.is_available():
-        text += f"; GPU {torch.cuda.get_device_name(0)}"
-    return text
-
-
 def report(results: list[Result]) -> None:
-    import lightning
-    import torch
 
     print("\nFashion-MNIST / MNIST reference benchmark")
     header = (f"{'model':<6} {'data':<14} {'epochs':>6} {'of epoch':>8} {'test acc':>9} {'reference':>9} "
@@ -147,8 +125,8 @@ def report(results: list[Result]) -> None:
         print(f"{r.row.model:<6} {r.row.data:<14} {r.epochs:>6} {r.fraction:>8.2f} {r.acc:>9.4f} "
               f"{r.row.reference:>9.3f} {r.majority:>9.4f} {r.epoch_seconds:>8.1f} {r.seconds:>7.0f} "
               f"{r.cpu_seconds:>7.0f} {estimate:>24}  {verdict}")
-    print(f"\nhardware: {hardware()}")
-    print(f"software: torch {torch.__version__}, lightning {lightning.__version__}, python {platform.python_version()}")
+    from dlbench.machine import describe  # imports torch: after the measurement
+    print(f"\nhardware: {describe()}")
     print(f"benchmark: python {shlex.join(sys.argv)}")
     for r in results:
         print(f"command:   dlbench {shlex.join(r.command)}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -52,7 +51,6 @@ def main() -> None:
     if args.root is None:
         sys.exit("give --root or set DLBENCH_TEST_DATA")
 
-    import torch
 
     accs, times = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,8 +64,8 @@ def main() -> None:
           f"min {min(accs):.4f}, max {max(accs):.4f})")
     print(f"reference: {REFERENCE[args.data]:.3f} (Kipf & Welling 2017, 2-layer GCN, public split)")
     print(f"wall time per run: {statistics.mean(times):.1f} s (mean), total {sum(times):.1f} s")
-    print(f"hardware: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
-          f"torch threads {torch.get_num_threads()}; torch {torch.__version__}, python {platform.python_version()}")
+    from dlbench.machine import describe  # imports torch: after the measurement
+    print(f"hardware: {describe()}", flush=True)
     print("command per seed: dlbench " + " ".join(command).replace(f"--seed_everything {args.seeds[-1]}",
                                                                    "--seed_everything S"))
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -109,8 +108,8 @@ def main() -> None:
     print(f"\n{args.data}, test split, best checkpoint of each run:")
     print("\n".join(lines))
     print(f"wall time: {total:.0f} s in all; load average at the end {os.getloadavg()[0]:.1f}")
-    print(f"hardware: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
-          f"torch threads {torch.get_num_threads()}; torch {torch.__version__}, python {platform.python_version()}")
+    from dlbench.machine import describe  # imports torch: after the measurement
+    print(f"hardware: {describe()}", flush=True)
     print(f"this script: python {shlex.join(sys.argv)}")
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -48,7 +47,6 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="more dlbench overrides, after --, e.g. -- --trainer.max_epochs 30")
     args = parser.parse_args()
 
-    import torch
 
     results, times = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,8 +64,8 @@ def main() -> None:
               f"min {min(values):.4f})")
     print(f"reference: test/auroc >= {REFERENCE_AUROC} on breast cancer")
     print(f"wall time per run: {statistics.mean(times):.1f} s (mean), total {sum(times):.1f} s")
-    print(f"hardware: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
-          f"torch threads {torch.get_num_threads()}; torch {torch.__version__}, python {platform.python_version()}")
+    from dlbench.machine import describe  # imports torch: after the measurement
+    print(f"hardware: {describe()}", flush=True)
     line = " ".join(command)
     for flag in ("--data.seed", "--seed_everything"):
         line = line.replace(f"{flag} {args.seeds[-1]}", f"{flag} S")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -93,10 +92,9 @@ def main() -> None:
     if args.root is None:
         sys.exit("give --root or set DLBENCH_TEST_DATA")
 
-    import torch
 
-    print(f"hardware: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, torch threads "
-          f"{torch.get_num_threads()}; torch {torch.__version__}, python {platform.python_version()}", flush=True)
+    from dlbench.machine import describe  # imports torch: after the measurement
+    print(f"hardware: {describe()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         if args.task in ("sms", "both"):
             sms(args.root, args.extra, Path(tmp) / "sms")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -94,19 +93,6 @@ def first_step(model: str, runs: int, cwd: str, floor: list[str]) -> tuple[list[
     return seconds, floor_seconds
 
 
-def environment() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
-                    if ln.startswith("model name")), cpu)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} cores, load average {load:.1f}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7, help="runs of each short command (alternated)")
@@ -135,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     floor_med = statistics.median(floor)
     print(f"  = {fit_med / floor_med:.2f}x 'import torch, lightning' timed alternately with it ({floor_med:.2f} s; "
           f"runs: {', '.join(f'{x:.2f}' for x in floor)})")
-    print(f"\nHardware/software: {environment()}")
+    from dlbench.machine import describe  # imports torch: after the measurement
+    print(f"\nHardware/software: {describe()}")
     print(f"Command: python {shlex.join(['benchmarks/startup.py', *(sys.argv[1:] if argv is None else argv)])}")
     return 0
 

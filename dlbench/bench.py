@@ -319,17 +319,9 @@ def _columns(rows: list[dict], marked: bool = True) -> list:
 
 
 def _machine() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from dlbench.machine import describe
 
-    def ver(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
-
-    return (f"{platform.node()}: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}, torch {ver('torch')}, "
-            f"lightning {ver('lightning')}, dlbench {ver('dlbench')}")
+    return f"{platform.node()}: {describe()}"
 
 
 def markdown_report(rows: list[dict], results: list[Result], command: str, started: str) -> str:

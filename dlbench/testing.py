@@ -100,12 +100,13 @@ def check_round_trip(name: str, tmp_path: Path) -> None:
         torch.testing.assert_close(g, e, msg=f"{name}: predictions differ after a checkpoint round trip")
 
 
-def check_learns(name: str, tmp_path: Path) -> dict[str, float]:
-    """Run ``dlbench fit`` with the plugin's learning preset; its test score must beat its logged baseline."""
+def check_learns(name: str, tmp_path: Path, *args: str) -> dict[str, float]:
+    """Run ``dlbench fit`` with the plugin's learning preset (and ``args`` after it); its test score must beat its
+    logged baseline."""
     spec = registry.plugin(name)
     assert spec.score and spec.baseline, f"{name}: the spec names no score and baseline to check learning against"
     with _log_dir(tmp_path):
-        code = main(["fit", "--model", name, *spec.learn_args, *QUIET])
+        code = main(["fit", "--model", name, *spec.learn_args, *QUIET, *args])
     assert code == 0, f"{name}: dlbench fit exited with {code}"
     (run_dir,) = sorted((tmp_path / spec.name).glob("version_*"))
     scalars = last_scalars(run_dir)

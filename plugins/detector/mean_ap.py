@@ -70,7 +70,8 @@ class MeanAveragePrecision(Metric):
                 if with_scores:
                     ann["score"] = score
                 annotations.append(ann)
-        classes = sorted({int(c) for c in torch.cat([*self.true_labels, *self.pred_labels, torch.zeros(0)]).tolist()})
+        # Per image on the host: the states live on the training device, and an image may have no boxes at all.
+        classes = sorted({int(c) for image in (*self.true_labels, *self.pred_labels) for c in image.tolist()})
         coco = COCO()
         coco.dataset = {"images": [{"id": i} for i in range(len(boxes))],
                         "categories": [{"id": c + 1} for c in classes], "annotations": annotations}

@@ -249,6 +249,7 @@ class VAE(L.LightningModule):
         self._embedded = []
         if writer is None or not parts:
             return
-        images, codes, labels = (torch.cat(t)[:EMBEDDED_POINTS].cpu() for t in zip(*parts, strict=True))
-        writer.add_embedding(codes, metadata=labels.tolist(), label_img=self._to_unit(images),
+        # Still on the model's device: _to_unit scales by the pixel range held there, then moves to the host.
+        images, codes, labels = (torch.cat(t)[:EMBEDDED_POINTS] for t in zip(*parts, strict=True))
+        writer.add_embedding(codes.cpu(), metadata=labels.tolist(), label_img=self._to_unit(images),
                              global_step=self.global_step, tag="test_codes")
