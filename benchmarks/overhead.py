@@ -10,7 +10,10 @@ plugin's datamodule, the same batch size and the same optimiser and learning-rat
   ``dlbench fit`` runs) with its logger, checkpoints, callbacks and progress bar on, as a user runs it;
 * **vanilla Lightning**: a plain LightningModule that calls ``self.log`` every step, Lightning's default Trainer
   (TQDM bar refreshing every step, TensorBoardLogger, a checkpoint every epoch) and a ``DataLoader`` over a
-  ``TensorDataset``.
+  ``TensorDataset``;
+* **bare Lightning**, the floor that Lightning's loop itself sets: the same module logging nothing in training,
+  a Trainer with no logger, checkpoint, progress bar or model summary, and the datamodule's own in-memory batches
+  (the tensor path dlbench uses). No run through ``Trainer.fit`` can be faster than this one.
 
 An epoch includes its validation pass in all three (and, for the two Lightning ones, whatever they do at epoch end:
 checkpoints, logging). Timing alternates within one process: before every Lightning epoch one plain epoch runs
@@ -163,14 +166,17 @@ class Alternate(Callback):
 # --- vanilla Lightning: what the tutorials show ---
 
 class VanillaModule(L.LightningModule):
-    def __init__(self, net: torch.nn.Module, recipe: Recipe, data: Data, total_steps: int) -> None:
+    def __init__(self, net: torch.nn.Module, recipe: Recipe, data: Data, total_steps: int,
+                 log_train: bool = True) -> None:
         super().__init__()
         self.net, self.recipe, self.prepare, self.total_steps = net, recipe, data.prepare, total_steps
+        self.log_train = log_train
 
     def training_step(self, batch, batch_idx):
         x, y = self.prepare(batch)
         loss = self.recipe.loss(self.net(x), y)
-        self.log("train_loss", loss, prog_bar=True)
+        if self.log_train:
+            self.log("train_loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -199,6 +205,8 @@ class Row:
     dlbench: float
     vanilla_plain: float = float("nan")
     vanilla: float = float("nan")
+    bare_plain: float = float("nan")
+    bare: float = float("nan")
     breakdown: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -208,6 +216,10 @@ class Row:
     @property
     def vanilla_ratio(self) -> float:
         return self.vanilla / self.vanilla_plain
+
+    @property
+    def bare_ratio(self) -> float:
+        return self.bare / self.bare_plain
 
 
 def _args(name: str, opts: argparse.Namespace, epochs: int) -> list[str]:
@@ -252,6 +264,20 @@ def measure_vanilla(name: str, opts: argparse.Namespace, log_dir: Path) -> tuple
     train = DataLoader(TensorDataset(*data.train), batch_size=data.batch_size, shuffle=True)
     val = DataLoader(TensorDataset(*data.val), batch_size=data.val_batch_size)
     trainer.fit(module, train, val)
+    return _median_after(alternate.plain.seconds, opts.warmup), _median_after(alternate.seconds, opts.warmup)
+
+
+def measure_bare(name: str, opts: argparse.Namespace, log_dir: Path) -> tuple[float, float]:
+    epochs = opts.warmup + opts.epochs + 1
+    net, datamodule, _ = _fresh(name, opts, epochs, log_dir)
+    plain_model, _, _ = _fresh(name, opts, epochs, log_dir)
+    data = plugin_data(datamodule)  # also sets the datamodule up: its loaders are the in-memory tensor path
+    module = VanillaModule(net, RECIPES[name], data, data.steps * epochs, log_train=False)
+    alternate = Alternate(PlainLoop(plain_model, RECIPES[name], data, epochs))
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=[alternate], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, default_root_dir=log_dir / "bare")
+    trainer.fit(module, datamodule.train_dataloader(), datamodule.val_dataloader())
     return _median_after(alternate.plain.seconds, opts.warmup), _median_after(alternate.seconds, opts.warmup)
 
 
@@ -359,13 +385,14 @@ def breakdown(name: str, opts: argparse.Namespace, log_dir: Path) -> list[tuple[
 
 def table(rows: list[Row]) -> str:
     head = ["plugin", "data", "batch", "steps/ep", "plain s/ep", "dlbench s/ep", "ratio", "goal",
-            "vanilla s/ep", "vanilla ratio", "dlbench/vanilla"]
+            "vanilla s/ep", "vanilla ratio", "dlbench/vanilla", "bare Lightning ratio"]
     lines = []
     for r in rows:
         lines.append([r.plugin, r.data, str(r.batch_size), str(r.steps), f"{r.plain:.4f}", f"{r.dlbench:.4f}",
                       f"{r.ratio:.2f}x", f"<= {GOAL:.2f}x {'ok' if r.ratio <= GOAL else 'MISSED'}",
                       f"{r.vanilla:.4f}", f"{r.vanilla_ratio:.2f}x",
-                      f"{r.ratio / r.vanilla_ratio:.2f}x" if r.vanilla == r.vanilla else "-"])
+                      f"{r.ratio / r.vanilla_ratio:.2f}x" if r.vanilla == r.vanilla else "-",
+                      f"{r.bare_ratio:.2f}x" if r.bare == r.bare else "-"])
     widths = [max(len(x) for x in col) for col in zip(head, *lines, strict=True)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*head), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in lines])
@@ -383,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch intra-op threads (default: torch's); 1 on a machine shared with other jobs, where "
                              "several threads waiting on each other slow every op down by orders of magnitude")
     parser.add_argument("--no-vanilla", action="store_true", help="skip the vanilla Lightning baseline")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare Lightning floor")
     parser.add_argument("--breakdown", action="store_true", help="also time the parts of a dlbench epoch")
     opts = parser.parse_args(argv)
     if opts.data and not opts.root and os.environ.get("DLBENCH_TEST_DATA"):
@@ -401,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
             row = Row(name, data_name, data.batch_size, data.steps, plain, dl)
             if not opts.no_vanilla:
                 row.vanilla_plain, row.vanilla = measure_vanilla(name, opts, log_dir)
+            if not opts.no_bare:
+                row.bare_plain, row.bare = measure_bare(name, opts, log_dir)
             rows.append(row)
             if opts.breakdown:
                 breakdowns[name] = breakdown(name, opts, log_dir)
@@ -411,7 +441,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{opts.warmup} warm-up, alternating with a plain PyTorch loop in one process")
     print(table(rows))
     print("ratio: dlbench s/epoch over plain s/epoch; vanilla ratio: vanilla Lightning over the plain epochs "
-          "alternated with it; dlbench/vanilla: the two ratios divided (below 1: dlbench is faster than vanilla)")
+          "alternated with it; dlbench/vanilla: the two ratios divided (below 1: dlbench is faster than vanilla); "
+          "bare Lightning ratio: Trainer.fit with nothing on (no logger, checkpoint, bar), the floor for any "
+          "Lightning run")
     for name, parts in breakdowns.items():
         print(f"\nWhere a dlbench epoch of {name} goes (ms per epoch; an indented part is inside the one above it):")
         for indent, text, ms in parts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -18,6 +19,27 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+# The hooks Lightning calls on every callback for every batch. Lightning's dispatcher skips an attribute that is not
+# callable, and enters a profiler context for each one that is: about 5 microseconds per callback per hook here, for
+# the base class's empty method as much as for a real one.
+PER_BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
+                   "on_before_optimizer_step", "on_before_zero_grad", "on_validation_batch_start",
+                   "on_validation_batch_end", "on_test_batch_start", "on_test_batch_end", "on_predict_batch_start",
+                   "on_predict_batch_end")
+
+
+def skip_inherited_batch_hooks(callbacks: list[Callback]) -> int:
+    """Sets each per-batch hook that a callback only inherits (the base class's no-op) to ``None`` on that
+    instance, so Lightning does not dispatch to it on every batch; hooks a callback defines are untouched. Returns
+    how many were switched off. With dlbench's nine callbacks this saves about 0.2 ms a training step."""
+    skipped = 0
+    for callback in callbacks:
+        for hook in PER_BATCH_HOOKS:
+            if getattr(type(callback), hook, None) is getattr(Callback, hook) and hook not in vars(callback):
+                setattr(callback, hook, None)
+                skipped += 1
+    return skipped
 
 
 class BestMetric(Callback):
@@ -57,11 +79,52 @@ class BestMetric(Callback):
 
 
 class Checkpoint(ModelCheckpoint):
-    """ModelCheckpoint whose ``last.ckpt`` really holds the last epoch.
+    """ModelCheckpoint whose ``last.ckpt`` really holds the last epoch, written once per epoch.
 
     With ``save_last=True``, Lightning 2.6 rewrites ``last.ckpt`` only in steps where it also saved a top-k
     checkpoint, so after the best epoch "last" silently stops moving. This refreshes it at every epoch end.
+
+    When the same step has just written a new best checkpoint, ``last.ckpt`` becomes a hard link to that file
+    instead of a second serialisation and write of the same state (a real file, not a symlink: it stays whole when
+    the best file is later replaced and deleted). Where hard links are refused (some network and Windows file
+    systems) it is written in full, as before.
     """
+
+    @property
+    def state_key(self) -> str:
+        # Lightning formats this key (a repr of five settings, ~3 us) on every hook call of every batch; they are
+        # fixed once the callback is made, so it is formatted once.
+        key = self.__dict__.get("_cached_state_key")
+        if key is None:
+            key = self.__dict__["_cached_state_key"] = super().state_key
+        return key
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        # The best file may also become last.ckpt (see above): let it name last.ckpt already, as a run resumed from
+        # it must keep writing last.ckpt rather than choose a new versioned name.
+        if self.save_last and not state.get("last_model_path") and self.dirpath:
+            state["last_model_path"] = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+        return state
+
+    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
+        saved = self._last_checkpoint_saved
+        filepath = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
+        if (self.save_last is not True or self._last_global_step_saved != trainer.global_step or not saved
+                or os.path.abspath(saved) == os.path.abspath(filepath) or self._enable_version_counter
+                and self.file_exists(filepath, trainer) and filepath != self.last_model_path):
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+            return
+        linked = True
+        if trainer.is_global_zero:
+            linked = _hard_link(saved, filepath)
+        linked = trainer.strategy.broadcast(linked)
+        if not linked:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+            return
+        previous, self.last_model_path = self.last_model_path, filepath
+        if previous and self._should_remove_checkpoint(trainer, previous, filepath):
+            self._remove_checkpoint(trainer, previous)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -77,6 +140,21 @@ class Checkpoint(ModelCheckpoint):
         # _should_skip_saving_checkpoint is also true when this step was saved already (then last is current).
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def _hard_link(source: str, target: str) -> bool:
+    """Makes ``target`` another name of the file ``source``, atomically (a temporary link renamed into place);
+    False where the file system refuses hard links."""
+    tmp = f"{target}.{os.getpid()}.link"
+    try:
+        os.link(source, tmp)
+        os.replace(tmp, target)
+        return True
+    except OSError:
+        return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):  # rename() of two names of one file leaves both in place
+            os.unlink(tmp)
 
 
 class NonFiniteLoss(RuntimeError):

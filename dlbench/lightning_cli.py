@@ -29,6 +29,7 @@ from dlbench.callbacks import (
     NonFiniteLoss,
     RngState,
     RunStatus,
+    skip_inherited_batch_hooks,
 )
 from dlbench.errors import DlbenchError
 from dlbench.monitor import LearningRate, TrainingSpeed, WeightHistograms
@@ -113,6 +114,7 @@ class DlbenchCLI(LightningCLI):
         if wants_bar and not any(isinstance(c, ProgressBar) for c in [*configured, *callbacks]):
             callbacks.append(TQDMProgressBar(refresh_rate=10))  # refreshing every step costs time on small models
         trainer = super()._instantiate_trainer(config, callbacks)
+        skip_inherited_batch_hooks(trainer.callbacks)
         if isinstance(trainer.logger, RunLogger) and cfg.get("log_graph") is False:
             trainer.logger.graph_enabled = False
         return trainer

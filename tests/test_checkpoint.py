@@ -1,0 +1,101 @@
+"""dlbench's Checkpoint: ``last.ckpt`` always holds the final epoch, and is a hard link to the best file (one write,
+not two) when the final epoch is also the best."""
+
+from __future__ import annotations
+
+import os
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.demos.boring_classes import BoringModel
+
+from dlbench.callbacks import Checkpoint
+
+
+class Scripted(BoringModel):
+    """Logs ``val/score`` from a script, one value an epoch."""
+
+    def __init__(self, scores: list[float]) -> None:
+        super().__init__()
+        self.scores = scores
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/score", self.scores[self.current_epoch])
+
+
+def _fit(tmp_path, scores, ckpt_path=None, epochs=None):
+    callback = Checkpoint(dirpath=tmp_path / "checkpoints", filename="best-{epoch}", monitor="val/score", mode="min",
+                          save_last=True)
+    trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=epochs or len(scores), limit_train_batches=2,
+                        limit_val_batches=1, num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[callback])
+    trainer.fit(Scripted(scores), ckpt_path=ckpt_path)
+    return callback
+
+
+def _epoch(path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=False)["epoch"]
+
+
+@pytest.mark.parametrize(("scores", "best_epoch", "linked"), [
+    ([3.0, 2.0, 1.0], 2, True),   # the final epoch is the best: last.ckpt is the best file under a second name
+    ([3.0, 1.0, 2.0], 1, False),  # it is not: last.ckpt is its own, newer file
+])
+def test_last_holds_the_final_epoch_and_shares_the_file_only_with_a_best_of_the_same_step(tmp_path, scores,
+                                                                                          best_epoch, linked):
+    callback = _fit(tmp_path, scores)
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f"best-epoch={best_epoch}.ckpt", "last.ckpt"])
+    last, best = folder / "last.ckpt", folder / f"best-epoch={best_epoch}.ckpt"
+    assert not last.is_symlink()
+    assert _epoch(last) == 2 and _epoch(best) == best_epoch
+    assert os.path.samefile(last, best) == linked
+    assert callback.last_model_path == str(last)
+
+
+def test_a_run_resumed_from_a_linked_last_keeps_writing_last_ckpt(tmp_path):
+    _fit(tmp_path, [3.0, 2.0, 1.0, 0.5], epochs=1)  # one epoch: its best file is also last.ckpt
+    folder = tmp_path / "checkpoints"
+    assert os.path.samefile(folder / "last.ckpt", folder / "best-epoch=0.ckpt")
+    callback = _fit(tmp_path, [3.0, 2.0, 1.0, 0.5, 4.0], ckpt_path=folder / "last.ckpt")
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["best-epoch=3.ckpt", "last.ckpt"], names  # no last-v1.ckpt, the old best removed
+    last = folder / "last.ckpt"
+    assert _epoch(last) == 4 and not os.path.samefile(last, folder / "best-epoch=3.ckpt")
+    assert callback.best_model_path.endswith("best-epoch=3.ckpt")
+
+
+def test_where_hard_links_are_refused_last_is_written_in_full(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError("hard links not supported here")
+
+    monkeypatch.setattr(os, "link", refuse)
+    _fit(tmp_path, [3.0, 2.0])
+    folder = tmp_path / "checkpoints"
+    last = folder / "last.ckpt"
+    assert _epoch(last) == 1 and not os.path.samefile(last, folder / "best-epoch=1.ckpt")
+    assert sorted(p.name for p in folder.iterdir()) == ["best-epoch=1.ckpt", "last.ckpt"]
+
+
+def test_inherited_per_batch_hooks_are_not_dispatched_and_defined_ones_still_run(tmp_path):
+    from lightning.pytorch.callbacks import Callback
+
+    from dlbench.callbacks import FiniteLossGuard, skip_inherited_batch_hooks
+
+    class Counting(Callback):
+        calls = 0
+
+        def on_train_batch_end(self, *args, **kwargs):
+            Counting.calls += 1
+
+    guard, counting, plain = FiniteLossGuard(), Counting(), Callback()
+    skipped = skip_inherited_batch_hooks([guard, counting, plain])
+    assert plain.on_before_zero_grad is None and guard.on_before_backward is None
+    assert callable(guard.on_train_batch_end) and callable(counting.on_train_batch_end)  # defined: kept
+    assert skipped == 12 + 11 + 11
+    trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=1,
+                        logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, callbacks=[guard, counting, plain])
+    trainer.fit(BoringModel())  # Lightning's dispatcher passes over the None attributes
+    assert Counting.calls == 3
