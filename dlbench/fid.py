@@ -74,7 +74,7 @@ def train_feature_net(net: FeatureNet, images: torch.Tensor, labels: torch.Tenso
         with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             fresh = FeatureNet(**net.config).to(images.device)
-            x, y = images.clone(), labels.clone()
+            x, y = images.to(torch.float32, copy=True), labels.clone()  # float32 at any trainer precision
             opt = torch.optim.Adam(fresh.parameters(), lr=lr)
             g = torch.Generator().manual_seed(seed)
             for _ in range(steps):

@@ -73,6 +73,13 @@ def test_two_bf16_mixed_steps_on_cpu_keep_the_loss_finite(name, tmp_path):
     _two_steps_keep_the_loss_finite(name, "bf16-mixed", "cpu", tmp_path)
 
 
+@pytest.mark.parametrize("precision", ["bf16-true", "64-true"])
+@pytest.mark.parametrize("name", PLUGINS)
+def test_two_true_precision_steps_on_cpu_keep_the_loss_finite(name, precision, tmp_path):
+    # The whole model in that dtype: batches made on the device (uint8 images normalised there) must follow it.
+    _two_steps_keep_the_loss_finite(name, precision, "cpu", tmp_path)
+
+
 @CUDA
 @pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
 @pytest.mark.parametrize("name", PLUGINS)

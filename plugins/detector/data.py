@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from dlbench_plugins.detector import shapes
 
-from dlbench.data.batches import tensor_loader
+from dlbench.data.batches import in_trainer_precision, tensor_loader
 
 Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -69,7 +69,7 @@ class DetectionDataModule(L.LightningDataModule):
             images = torch.where(pick[:, None, None, None], mirrored, images)
             boxes = torch.where(pick[:, None, None], mirrored_boxes, boxes)
         images = (images.float() - self.mean.to(images.device)) / self.std.to(images.device)
-        return images, boxes, labels
+        return in_trainer_precision(self, images), boxes, labels
 
     def _loader(self, split: str, shuffle: bool):
         size = self.hparams.batch_size if shuffle else max(self.hparams.batch_size, 256)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from dlbench_plugins.images.folder import load_images, scan
 
 from dlbench.data import cifar
-from dlbench.data.batches import tensor_loader
+from dlbench.data.batches import in_trainer_precision, tensor_loader
 from dlbench.data.download import Remote, data_root, extract, fetch
 from dlbench.data.idx import read_images_labels
 from dlbench.errors import DlbenchError
@@ -166,7 +166,7 @@ class ImageDataModule(L.LightningDataModule):
             if trainer is not None and trainer.training and (hp.augment or hp.flip or hp.vflip or hp.rotate):
                 x = augment(x, pad=max(1, self.image_size // 8) if hp.augment else 0, flip=hp.flip, vflip=hp.vflip,
                             degrees=hp.rotate)
-            x = self.normalize(x)
+            x = in_trainer_precision(self, self.normalize(x))
         return x, y
 
     def _loader(self, split: str, shuffle: bool):

@@ -26,6 +26,7 @@ from dlbench_plugins.images.data import (
     rotate,
     stratified_split,
 )
+from lightning.pytorch.plugins.precision import Precision
 from PIL import Image
 
 from dlbench.cli import main
@@ -310,9 +311,9 @@ def test_augmentation_only_while_training():
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     plain = dm.normalize(batch[0])
-    dm.trainer = SimpleNamespace(training=False)
+    dm.trainer = SimpleNamespace(training=False, precision_plugin=Precision())  # full precision: no conversion
     torch.testing.assert_close(dm.on_after_batch_transfer(batch, 0)[0], plain)
-    dm.trainer = SimpleNamespace(training=True)
+    dm.trainer = SimpleNamespace(training=True, precision_plugin=Precision())
     torch.manual_seed(0)
     out = dm.on_after_batch_transfer(batch, 0)[0]
     mirrored = (out == dm.normalize(batch[0].flip(3))).flatten(1).all(1)
