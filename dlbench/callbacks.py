@@ -32,7 +32,8 @@ PER_BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_back
 def skip_inherited_batch_hooks(callbacks: list[Callback]) -> int:
     """Sets each per-batch hook that a callback only inherits (the base class's no-op) to ``None`` on that
     instance, so Lightning does not dispatch to it on every batch; hooks a callback defines are untouched. Returns
-    how many were switched off. With dlbench's nine callbacks this saves about 0.2 ms a training step."""
+    how many were switched off. With the eleven callbacks of an mlp run, a training step's dispatch falls
+    from about 198 to 57 microseconds."""
     skipped = 0
     for callback in callbacks:
         for hook in PER_BATCH_HOOKS:
