@@ -24,7 +24,9 @@ class IrisMLP(L.LightningModule):
             raise ValueError(f"lr must be > 0, got {lr}")
         self.save_hyperparameters()
         self.net = nn.Sequential(nn.Linear(num_features, hidden_size), nn.ReLU(), nn.Linear(hidden_size, num_classes))
-        self.example_input_array = torch.zeros(1, num_features)
+        # Two rows, as in the built-ins: the model summary and the TensorBoard graph run it, and a single row is a
+        # special case for layers such as batch norm in training mode.
+        self.example_input_array = torch.zeros(2, num_features)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_majority = MajorityAccuracy(num_classes)
