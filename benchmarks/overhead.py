@@ -93,17 +93,20 @@ class Data:
     val_batch_size: int
     prepare: Callable
     """The datamodule's per-batch step (normalising uint8 images), applied alike on every path."""
+    limit: int | None = None
+    """Training batches an epoch at most (``--limit-batches``), on every path."""
 
     @property
     def steps(self) -> int:
-        return -(-len(self.train[0]) // self.batch_size)
+        full = -(-len(self.train[0]) // self.batch_size)
+        return min(full, self.limit) if self.limit else full
 
 
-def plugin_data(datamodule) -> Data:
+def plugin_data(datamodule, limit: int | None = None) -> Data:
     datamodule.setup("fit")
     train, val = datamodule.train_dataloader(), datamodule.val_dataloader()  # TensorLoaders (no trainer yet)
     prepare = functools.partial(datamodule.on_after_batch_transfer, dataloader_idx=0)
-    return Data(train.tensors, val.tensors, train.batch_size, val.batch_size, prepare)
+    return Data(train.tensors, val.tensors, train.batch_size, val.batch_size, prepare, limit)
 
 
 class PlainLoop:
@@ -120,7 +123,7 @@ class PlainLoop:
         x_all, y_all = data.train
         model.train()
         order = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(len(self.seconds)))
-        for i in range(0, len(order), data.batch_size):
+        for i in range(0, min(len(order), data.steps * data.batch_size), data.batch_size):
             idx = order[i : i + data.batch_size]
             x, y = data.prepare((x_all[idx], y_all[idx]))
             self.opt.zero_grad()
@@ -229,6 +232,8 @@ def _args(name: str, opts: argparse.Namespace, epochs: int) -> list[str]:
         args += ["--data", opts.data] + (["--data.root", opts.root] if opts.root else [])
     if opts.batch_size:
         args += ["--data.batch_size", str(opts.batch_size)]
+    if opts.limit_batches:
+        args += ["--trainer.limit_train_batches", str(opts.limit_batches)]
     return args
 
 
@@ -244,7 +249,7 @@ def _median_after(values: list[float], warmup: int) -> float:
 def measure_dlbench(name: str, opts: argparse.Namespace, log_dir: Path) -> tuple[float, float, Data]:
     epochs = opts.warmup + opts.epochs + 1  # the last epoch has no next start to end its timing
     model, datamodule, trainer = _fresh(name, opts, epochs, log_dir)
-    data = plugin_data(datamodule)
+    data = plugin_data(datamodule, opts.limit_batches)
     plain_model, _, _ = _fresh(name, opts, epochs, log_dir)  # same class and arguments, its own weights
     alternate = Alternate(PlainLoop(plain_model, RECIPES[name], data, epochs))
     trainer.callbacks.insert(0, alternate)
@@ -256,10 +261,11 @@ def measure_vanilla(name: str, opts: argparse.Namespace, log_dir: Path) -> tuple
     epochs = opts.warmup + opts.epochs + 1
     net, datamodule, _ = _fresh(name, opts, epochs, log_dir)
     plain_model, _, _ = _fresh(name, opts, epochs, log_dir)
-    data = plugin_data(datamodule)
+    data = plugin_data(datamodule, opts.limit_batches)
     module = VanillaModule(net, RECIPES[name], data, data.steps * epochs)
     alternate = Alternate(PlainLoop(plain_model, RECIPES[name], data, epochs))
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=[alternate],
+                        limit_train_batches=opts.limit_batches or 1.0,
                         logger=TensorBoardLogger(log_dir / "vanilla", name=name), default_root_dir=log_dir / "vanilla")
     train = DataLoader(TensorDataset(*data.train), batch_size=data.batch_size, shuffle=True)
     val = DataLoader(TensorDataset(*data.val), batch_size=data.val_batch_size)
@@ -271,10 +277,11 @@ def measure_bare(name: str, opts: argparse.Namespace, log_dir: Path) -> tuple[fl
     epochs = opts.warmup + opts.epochs + 1
     net, datamodule, _ = _fresh(name, opts, epochs, log_dir)
     plain_model, _, _ = _fresh(name, opts, epochs, log_dir)
-    data = plugin_data(datamodule)  # also sets the datamodule up: its loaders are the in-memory tensor path
+    data = plugin_data(datamodule, opts.limit_batches)  # sets the datamodule up: its loaders are the tensor path
     module = VanillaModule(net, RECIPES[name], data, data.steps * epochs, log_train=False)
     alternate = Alternate(PlainLoop(plain_model, RECIPES[name], data, epochs))
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=[alternate], logger=False,
+                        limit_train_batches=opts.limit_batches or 1.0,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, default_root_dir=log_dir / "bare")
     trainer.fit(module, datamodule.train_dataloader(), datamodule.val_dataloader())
@@ -404,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="dataset for the image plugins (default: theirs, digits)")
     parser.add_argument("--root", default=None, help="--data.root for --data (e.g. $DLBENCH_TEST_DATA/mnist)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the datamodule's")
+    parser.add_argument("--limit-batches", type=int, default=None,
+                        help="training batches an epoch at most, on every path (a big data set in less time; the "
+                             "full validation split still runs every epoch)")
     parser.add_argument("--epochs", type=int, default=7, help="measured epochs of each kind")
     parser.add_argument("--warmup", type=int, default=2, help="epochs dropped before measuring")
     parser.add_argument("--threads", type=int, default=None,

@@ -7,8 +7,8 @@ reads ``test/acc`` (the best-``val/acc`` checkpoint on the official 10,000 test 
 back from each run's TensorBoard events, together with the seconds each epoch took (the wall-clock times of the
 per-epoch ``train/loss`` events). The full recipe is 5 epochs for the cnn, 20 for the mlp and 10 for the rnn
 (``--rows rnn:mnist``), with the learning rate decayed to zero over the run; on a slow CPU run fewer epochs
-(``--cnn-epochs 3``): each row then also prints the time the full recipe would take at the measured speed. ``--fashion`` adds the cnn on Fashion-MNIST (reference
-~91-93%).
+(``--cnn-epochs 3``): each row then also prints the time the full recipe would take at the measured speed.
+``--fashion`` adds the cnn on Fashion-MNIST (reference ~91-93%).
 
     python benchmarks/reference_mnist.py --root /path/to/mnist          # the four IDX files, gzipped or not
     DLBENCH_TEST_DATA=/work/shared/data python benchmarks/reference_mnist.py --cnn-epochs 3 --mlp-epochs 5 --fashion
