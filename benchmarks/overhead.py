@@ -52,6 +52,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from dlbench import registry
+from dlbench.data.batches import TensorLoader
 from dlbench.testing import build
 
 GOAL = 1.10
@@ -102,18 +103,26 @@ class Data:
         return min(full, self.limit) if self.limit else full
 
 
-def plugin_data(datamodule, limit: int | None = None) -> Data:
+def plugin_data(datamodule, limit: int | None = None, device: str = "cpu") -> Data:
+    """The datamodule's tensors, on ``device`` (where dlbench's tensor path holds them too)."""
     datamodule.setup("fit")
     train, val = datamodule.train_dataloader(), datamodule.val_dataloader()  # TensorLoaders (no trainer yet)
     prepare = functools.partial(datamodule.on_after_batch_transfer, dataloader_idx=0)
-    return Data(train.tensors, val.tensors, train.batch_size, val.batch_size, prepare, limit)
+    return Data(tuple(t.to(device) for t in train.tensors), tuple(t.to(device) for t in val.tensors),
+                train.batch_size, val.batch_size, prepare, limit)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class PlainLoop:
     """The baseline: the plugin's model trained by hand."""
 
     def __init__(self, model: torch.nn.Module, recipe: Recipe, data: Data, epochs: int) -> None:
-        self.model, self.recipe, self.data = model, recipe, data
+        self.device = data.train[0].device
+        self.model, self.recipe, self.data = model.to(self.device), recipe, data
         self.opt, self.sched, self.interval = recipe.optimizer(model, data.steps * epochs)
         self.seconds: list[float] = []
 
@@ -123,6 +132,7 @@ class PlainLoop:
         x_all, y_all = data.train
         model.train()
         order = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(len(self.seconds)))
+        order = order.to(self.device)
         for i in range(0, min(len(order), data.steps * data.batch_size), data.batch_size):
             idx = order[i : i + data.batch_size]
             x, y = data.prepare((x_all[idx], y_all[idx]))
@@ -133,7 +143,7 @@ class PlainLoop:
             if self.interval == "step":
                 self.sched.step()
         model.eval()
-        loss_sum, hits = torch.zeros(()), torch.zeros(())
+        loss_sum, hits = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
         with torch.no_grad():
             vx, vy = data.val
             for i in range(0, len(vx), data.val_batch_size):
@@ -142,7 +152,7 @@ class PlainLoop:
                 loss_sum += loss_fn(out, y, reduction="sum")
                 if self.recipe.classify:
                     hits += (out.argmax(-1) == y).sum()
-        val_loss = float(loss_sum) / len(data.val[0])
+        val_loss = float(loss_sum) / len(data.val[0])  # waits for the device
         if self.interval == "plateau":
             self.sched.step(val_loss)
         seconds = time.perf_counter() - start
@@ -159,6 +169,7 @@ class Alternate(Callback):
         self._start: float | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _sync(self.plain.device)  # the Lightning epoch's queued kernels belong to its time
         now = time.perf_counter()
         if self._start is not None:
             self.seconds.append(now - self._start)
@@ -226,7 +237,7 @@ class Row:
 
 
 def _args(name: str, opts: argparse.Namespace, epochs: int) -> list[str]:
-    args = ["--trainer.max_epochs", str(epochs), "--trainer.accelerator", "cpu", "--trainer.devices", "1"]
+    args = ["--trainer.max_epochs", str(epochs), "--trainer.accelerator", opts.accelerator, "--trainer.devices", "1"]
     spec = registry.plugin(name)
     if opts.data and spec.data_kind == "images":
         args += ["--data", opts.data] + (["--data.root", opts.root] if opts.root else [])
@@ -249,7 +260,7 @@ def _median_after(values: list[float], warmup: int) -> float:
 def measure_dlbench(name: str, opts: argparse.Namespace, log_dir: Path) -> tuple[float, float, Data]:
     epochs = opts.warmup + opts.epochs + 1  # the last epoch has no next start to end its timing
     model, datamodule, trainer = _fresh(name, opts, epochs, log_dir)
-    data = plugin_data(datamodule, opts.limit_batches)
+    data = plugin_data(datamodule, opts.limit_batches, opts.device)
     plain_model, _, _ = _fresh(name, opts, epochs, log_dir)  # same class and arguments, its own weights
     alternate = Alternate(PlainLoop(plain_model, RECIPES[name], data, epochs))
     trainer.callbacks.insert(0, alternate)
@@ -261,14 +272,14 @@ def measure_vanilla(name: str, opts: argparse.Namespace, log_dir: Path) -> tuple
     epochs = opts.warmup + opts.epochs + 1
     net, datamodule, _ = _fresh(name, opts, epochs, log_dir)
     plain_model, _, _ = _fresh(name, opts, epochs, log_dir)
-    data = plugin_data(datamodule, opts.limit_batches)
+    data = plugin_data(datamodule, opts.limit_batches, opts.device)
     module = VanillaModule(net, RECIPES[name], data, data.steps * epochs)
     alternate = Alternate(PlainLoop(plain_model, RECIPES[name], data, epochs))
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=[alternate],
+    trainer = L.Trainer(max_epochs=epochs, accelerator=opts.accelerator, devices=1, callbacks=[alternate],
                         limit_train_batches=opts.limit_batches or 1.0,
                         logger=TensorBoardLogger(log_dir / "vanilla", name=name), default_root_dir=log_dir / "vanilla")
-    train = DataLoader(TensorDataset(*data.train), batch_size=data.batch_size, shuffle=True)
-    val = DataLoader(TensorDataset(*data.val), batch_size=data.val_batch_size)
+    train = DataLoader(TensorDataset(*(t.cpu() for t in data.train)), batch_size=data.batch_size, shuffle=True)
+    val = DataLoader(TensorDataset(*(t.cpu() for t in data.val)), batch_size=data.val_batch_size)
     trainer.fit(module, train, val)
     return _median_after(alternate.plain.seconds, opts.warmup), _median_after(alternate.seconds, opts.warmup)
 
@@ -277,14 +288,15 @@ def measure_bare(name: str, opts: argparse.Namespace, log_dir: Path) -> tuple[fl
     epochs = opts.warmup + opts.epochs + 1
     net, datamodule, _ = _fresh(name, opts, epochs, log_dir)
     plain_model, _, _ = _fresh(name, opts, epochs, log_dir)
-    data = plugin_data(datamodule, opts.limit_batches)  # sets the datamodule up: its loaders are the tensor path
+    data = plugin_data(datamodule, opts.limit_batches, opts.device)
     module = VanillaModule(net, RECIPES[name], data, data.steps * epochs, log_train=False)
     alternate = Alternate(PlainLoop(plain_model, RECIPES[name], data, epochs))
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=[alternate], logger=False,
+    trainer = L.Trainer(max_epochs=epochs, accelerator=opts.accelerator, devices=1, callbacks=[alternate], logger=False,
                         limit_train_batches=opts.limit_batches or 1.0,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, default_root_dir=log_dir / "bare")
-    trainer.fit(module, datamodule.train_dataloader(), datamodule.val_dataloader())
+    train = TensorLoader(*data.train, batch_size=data.batch_size, shuffle=True)  # on the device, as dlbench's
+    trainer.fit(module, train, TensorLoader(*data.val, batch_size=data.val_batch_size))
     return _median_after(alternate.plain.seconds, opts.warmup), _median_after(alternate.seconds, opts.warmup)
 
 
@@ -411,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="dataset for the image plugins (default: theirs, digits)")
     parser.add_argument("--root", default=None, help="--data.root for --data (e.g. $DLBENCH_TEST_DATA/mnist)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the datamodule's")
+    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "cuda", "gpu"],
+                        help="where all three train (the plain loop too); the 1.10x goal is the CPU's")
     parser.add_argument("--limit-batches", type=int, default=None,
                         help="training batches an epoch at most, on every path (a big data set in less time; the "
                              "full validation split still runs every epoch)")
@@ -423,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-bare", action="store_true", help="skip the bare Lightning floor")
     parser.add_argument("--breakdown", action="store_true", help="also time the parts of a dlbench epoch")
     opts = parser.parse_args(argv)
+    opts.device = "cuda" if opts.accelerator in ("cuda", "gpu") else "cpu"
     if opts.data and not opts.root and os.environ.get("DLBENCH_TEST_DATA"):
         opts.root = str(Path(os.environ["DLBENCH_TEST_DATA"]) / opts.data.replace("fashion_mnist", "fashion-mnist"))
     os.environ.pop("DLBENCH_DATA_PATH", None)  # the automatic choice: batches on the device
