@@ -11,16 +11,15 @@ from __future__ import annotations
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from dlbench.metrics import MajorityAccuracy
+from dlbench.metrics import LossMean, MajorityAccuracy
 
 
 class Classifier(L.LightningModule):
     def init_metrics(self, num_classes: int) -> None:
         # One metric object per stage: torchmetrics accumulates over the epoch and syncs across processes.
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = LossMean(), LossMean(), LossMean()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_majority = MajorityAccuracy(num_classes)

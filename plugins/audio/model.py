@@ -14,10 +14,9 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
-from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from dlbench.metrics import MajorityAccuracy
+from dlbench.metrics import LossMean, MajorityAccuracy
 from dlbench.pictures import PictureBudget
 
 
@@ -90,7 +89,7 @@ class SpeechCommandCNN(L.LightningModule):
         self.head = nn.Linear(2 * channels, num_classes)
         self.example_input_array = torch.zeros(2, n_mels, n_frames)
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = LossMean(), LossMean(), LossMean()
         self.val_acc, self.test_acc = (MulticlassAccuracy(num_classes, average="micro") for _ in range(2))
         self.test_acc_majority = MajorityAccuracy(num_classes)
         self.val_confusion = MulticlassConfusionMatrix(num_classes)

@@ -18,7 +18,9 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
-from torchmetrics import MeanMetric, MeanSquaredError
+from torchmetrics import MeanSquaredError
+
+from dlbench.metrics import LossMean
 
 EMBEDDED_POINTS = 300  # test images sent to TensorBoard's projector: enough to see clusters, cheap to write
 
@@ -98,7 +100,7 @@ class Autoencoder(L.LightningModule):
         self.register_buffer("pca_fitted", torch.tensor(False))
 
         # One metric object per stage: torchmetrics accumulates over the epoch and syncs across processes.
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = LossMean(), LossMean(), LossMean()
         self.val_mse, self.test_mse = MeanSquaredError(), MeanSquaredError()
         self.val_mse_pca, self.test_mse_pca = MeanSquaredError(), MeanSquaredError()
         self._shown: torch.Tensor | None = None

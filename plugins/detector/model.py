@@ -24,8 +24,8 @@ from dlbench_plugins.detector.mean_ap import MeanAveragePrecision
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.nn import functional as F
-from torchmetrics import MeanMetric
 
+from dlbench.metrics import LossMean
 from dlbench.pictures import PictureBudget
 
 SHOWN_IMAGES = 4
@@ -92,7 +92,7 @@ class GridDetector(L.LightningModule):
         nn.init.constant_(self.head.bias[0], -4.0)  # few cells hold objects: start with objectness ~2%
         self.example_input_array = torch.zeros(2, 3, image_size, image_size)
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = LossMean(), LossMean(), LossMean()
         self.val_map, self.test_map, self.test_map_prior = (MeanAveragePrecision() for _ in range(3))
         # Sums and counts of the training boxes per class, for the prior baseline; saved with the checkpoint.
         self.register_buffer("prior_box_sum", torch.zeros(num_classes, 4))

@@ -36,10 +36,10 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
-from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from dlbench.fid import FeatureNet, FrechetDistance, train_feature_net
+from dlbench.metrics import LossMean
 
 ARCHS = ("mlp", "dcgan")
 SHOWN = 64  # generated images in each validation-epoch grid, always from the same noise
@@ -149,7 +149,7 @@ class GAN(L.LightningModule):
         self.register_buffer("shown_noise", noise(SHOWN, latent_dim, seed=0, device=torch.device("cpu")))
         self.feature_net = FeatureNet(in_channels, image_size, num_classes).requires_grad_(False)
 
-        self.train_loss_g, self.train_loss_d = MeanMetric(), MeanMetric()
+        self.train_loss_g, self.train_loss_d = LossMean(), LossMean()
         num_features = self.feature_net.num_features
         self.val_fid, self.test_fid = FrechetDistance(num_features), FrechetDistance(num_features)
         self.test_fid_real, self.test_fid_noise = FrechetDistance(num_features), FrechetDistance(num_features)

@@ -17,10 +17,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.nn import functional as F
 from torch_geometric.nn import GCNConv
-from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from dlbench.metrics import MajorityAccuracy
+from dlbench.metrics import LossMean, MajorityAccuracy
 
 
 class GCN(L.LightningModule):
@@ -59,7 +58,7 @@ class GCN(L.LightningModule):
         self.convs = nn.ModuleList(GCNConv(d_in, d_out) for d_in, d_out in zip(dims[:-1], dims[1:], strict=True))
         # A two-node graph with one edge each way: enough for the model summary to trace a forward pass.
         self.example_input_array = (torch.zeros(2, num_features), torch.tensor([[0, 1], [1, 0]]))
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = LossMean(), LossMean(), LossMean()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_majority = MajorityAccuracy(num_classes)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, MeanSquaredError
+from torchmetrics import MeanSquaredError
 
+from dlbench.metrics import LossMean
 from dlbench.precision import full_precision
 
 
@@ -49,7 +50,7 @@ class LSTMForecaster(L.LightningModule):
         self.head = nn.Linear(hidden_size, n_features)
         self.example_input_array = torch.zeros(2, window, n_features)
         # One metric object per stage: torchmetrics accumulates over the epoch and syncs across processes.
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = LossMean(), LossMean(), LossMean()
         self.val_rmse, self.test_rmse = MeanSquaredError(squared=False), MeanSquaredError(squared=False)
         self.val_rmse_persistence = MeanSquaredError(squared=False)
         self.test_rmse_persistence = MeanSquaredError(squared=False)

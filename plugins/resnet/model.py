@@ -27,10 +27,9 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
-from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from dlbench.metrics import MajorityAccuracy
+from dlbench.metrics import LossMean, MajorityAccuracy
 
 MIN_FEATURE_SIZE = 2
 """A stage downsamples only if the feature map stays at least this many pixels across."""
@@ -130,7 +129,7 @@ class ResNet(L.LightningModule):
             self.to(memory_format=torch.channels_last)
         self.example_input_array = torch.zeros(2, in_channels, image_size, image_size)
 
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = LossMean(), LossMean(), LossMean()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_majority = MajorityAccuracy(num_classes)

@@ -26,8 +26,10 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
-from torchmetrics import Accuracy, MeanMetric
+from torchmetrics import Accuracy
 from torchmetrics.text import BLEUScore
+
+from dlbench.metrics import LossMean
 
 SHOWN = 6  # translations written to TensorBoard per validation epoch
 
@@ -109,7 +111,7 @@ class Seq2SeqTransformer(L.LightningModule):
         tgt = torch.full((2, max_len - 1), bos_index)
         self.example_input_array = (src, tgt)
 
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = LossMean(), LossMean(), LossMean()
         self.val_acc, self.test_acc = (Accuracy(task="multiclass", num_classes=tgt_vocab_size,
                                                 ignore_index=pad_index) for _ in range(2))
         self.val_bleu, self.test_bleu, self.val_bleu_copy, self.test_bleu_copy = (BLEUScore(n_gram=4)

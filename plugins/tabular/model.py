@@ -20,7 +20,6 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.nn import functional as F
-from torchmetrics import MeanMetric
 from torchmetrics.classification import (
     BinaryAUROC,
     BinaryAveragePrecision,
@@ -28,6 +27,8 @@ from torchmetrics.classification import (
     BinaryPrecisionRecallCurve,
     BinaryROC,
 )
+
+from dlbench.metrics import LossMean
 
 
 class TabularMLP(L.LightningModule):
@@ -76,7 +77,7 @@ class TabularMLP(L.LightningModule):
         self.net = nn.Sequential(*layers)
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
         self.example_input_array = torch.zeros(2, num_features)
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = LossMean(), LossMean(), LossMean()
         for stage in ("val", "test"):
             setattr(self, f"{stage}_auroc", BinaryAUROC())
             setattr(self, f"{stage}_ap", BinaryAveragePrecision())

@@ -17,9 +17,9 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
-from torchmetrics import Accuracy, F1Score, MeanMetric
+from torchmetrics import Accuracy, F1Score
 
-from dlbench.metrics import MajorityAccuracy
+from dlbench.metrics import LossMean, MajorityAccuracy
 
 POOLINGS = ("mean", "cls")
 SHOWN = 8  # messages written to TensorBoard per validation epoch
@@ -85,7 +85,7 @@ class TransformerClassifier(L.LightningModule):
             nn.init.normal_(self.cls_token, std=0.02)
         self.example_input_array = (torch.arange(2 * max_len) % vocab_size).view(2, max_len)
 
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = LossMean(), LossMean(), LossMean()
         self.val_acc, self.test_acc = (Accuracy(task="multiclass", num_classes=num_classes) for _ in range(2))
         # Two classes: F1 of class 1, the positive class (spam, positive sentiment); more: the macro average.
         f1 = {"task": "binary"} if num_classes == 2 else {"task": "multiclass", "num_classes": num_classes,

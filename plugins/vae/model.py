@@ -29,7 +29,9 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
-from torchmetrics import MeanMetric, MeanSquaredError
+from torchmetrics import MeanSquaredError
+
+from dlbench.metrics import LossMean
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 SHOWN = 64  # prior samples in each validation-epoch grid, always from the same noise
@@ -100,8 +102,8 @@ class VAE(L.LightningModule):
         # One metric object per stage: torchmetrics accumulates over the epoch and syncs across processes.
         for stage in ("train", "val", "test"):
             for name in ("loss", "recon", "kl"):
-                setattr(self, f"{stage}_{name}", MeanMetric())
-        self.val_recon_mean, self.test_recon_mean = MeanMetric(), MeanMetric()
+                setattr(self, f"{stage}_{name}", LossMean())
+        self.val_recon_mean, self.test_recon_mean = LossMean(), LossMean()
         self.val_mse, self.test_mse = MeanSquaredError(), MeanSquaredError()
         self._shown: torch.Tensor | None = None
         self._embedded: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []

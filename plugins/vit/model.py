@@ -22,10 +22,9 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
-from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from dlbench.metrics import MajorityAccuracy
+from dlbench.metrics import LossMean, MajorityAccuracy
 
 MAX_GRID = 8
 """The automatic patch size keeps the token grid at most this many patches across (64 tokens)."""
@@ -103,7 +102,7 @@ class VisionTransformer(L.LightningModule):
         self.head = nn.Linear(dim, num_classes)
         self.example_input_array = torch.zeros(2, in_channels, image_size, image_size)
 
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = LossMean(), LossMean(), LossMean()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_majority = MajorityAccuracy(num_classes)
