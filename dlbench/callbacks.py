@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from weakref import proxy
 
 import lightning as L
 import numpy as np
@@ -87,14 +88,17 @@ class Checkpoint(ModelCheckpoint):
 
     When the same step has just written a new best checkpoint, ``last.ckpt`` becomes a hard link to that file
     instead of a second serialisation and write of the same state (a real file, not a symlink: it stays whole when
-    the best file is later replaced and deleted). Where hard links are refused (some network and Windows file
-    systems) it is written in full, as before.
+    the best file is later replaced and deleted). Where hard links are refused (FAT/exFAT and some network file
+    systems) it is written in full, as before. Before a full write over a ``last.ckpt`` that still shares its file
+    with a best checkpoint, that name is unlinked first, so no checkpoint writer (atomic or not) can write through
+    it into the best file.
     """
 
     @property
     def state_key(self) -> str:
-        # Lightning formats this key (a repr of five settings, ~3 us) on every hook call of every batch; they are
-        # fixed once the callback is made, so it is formatted once.
+        # Lightning formats this key (a repr of five settings, ~3 us) on every hook call of every batch. dlbench sets
+        # monitor, mode and the saving intervals when it makes the callback and never after, so it is formatted once;
+        # code that changes them later must delete ``_cached_state_key``.
         key = self.__dict__.get("_cached_state_key")
         if key is None:
             key = self.__dict__["_cached_state_key"] = super().state_key
@@ -104,8 +108,10 @@ class Checkpoint(ModelCheckpoint):
         state = super().state_dict()
         # The best file may also become last.ckpt (see above): let it name last.ckpt already, as a run resumed from
         # it must keep writing last.ckpt rather than choose a new versioned name.
-        if self.save_last and not state.get("last_model_path") and self.dirpath:
-            state["last_model_path"] = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+        if self.save_last is True and not state.get("last_model_path") and self.dirpath:
+            last = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+            if not os.path.exists(last):  # else Lightning's version counter picks another name: leave it to it
+                state["last_model_path"] = last
         return state
 
     def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
@@ -114,18 +120,31 @@ class Checkpoint(ModelCheckpoint):
         if (self.save_last is not True or self._last_global_step_saved != trainer.global_step or not saved
                 or os.path.abspath(saved) == os.path.abspath(filepath) or self._enable_version_counter
                 and self.file_exists(filepath, trainer) and filepath != self.last_model_path):
-            super()._save_last_checkpoint(trainer, monitor_candidates)
+            self._write_last(trainer, monitor_candidates, filepath)
             return
         linked = True
         if trainer.is_global_zero:
             linked = _hard_link(saved, filepath)
         linked = trainer.strategy.broadcast(linked)
         if not linked:
-            super()._save_last_checkpoint(trainer, monitor_candidates)
+            self._write_last(trainer, monitor_candidates, filepath)
             return
         previous, self.last_model_path = self.last_model_path, filepath
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:  # as after any save: loggers that upload checkpoints see the new last.ckpt
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
         if previous and self._should_remove_checkpoint(trainer, previous, filepath):
             self._remove_checkpoint(trainer, previous)
+
+    def _write_last(self, trainer: L.Trainer, monitor_candidates: dict, filepath: str) -> None:
+        """Lightning's full write of last.ckpt, after cutting the name loose from a best file it may share."""
+        if trainer.is_global_zero:
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(filepath).st_nlink > 1:
+                    os.unlink(filepath)
+        trainer.strategy.barrier()
+        super()._save_last_checkpoint(trainer, monitor_candidates)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -146,7 +165,8 @@ class Checkpoint(ModelCheckpoint):
 def _hard_link(source: str, target: str) -> bool:
     """Makes ``target`` another name of the file ``source``, atomically (a temporary link renamed into place);
     False where the file system refuses hard links."""
-    tmp = f"{target}.{os.getpid()}.link"
+    folder, name = os.path.split(target)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.link")  # hidden, like AtomicCheckpointIO's partial files
     try:
         os.link(source, tmp)
         os.replace(tmp, target)

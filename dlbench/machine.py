@@ -27,14 +27,15 @@ def cpu_name() -> str:
 
 
 def describe() -> str:
-    """``CPU, N cores available, torch threads T, load average L; GPU NAME; Python, torch, CUDA, lightning``.
-    Call it at the end of a measurement: the load average then covers the run."""
+    """``CPU, N cores available, torch threads T, load average 1/5/15 min; GPU NAME (CUDA V); Python, torch,
+    lightning and dlbench versions`` (the GPU part only where CUDA sees one). Call it when a measurement ends, so that
+    the load averages cover it."""
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     text = f"{cpu_name()}, {cores} cores available, torch threads {torch.get_num_threads()}"
     if hasattr(os, "getloadavg"):
-        text += f", load average {os.getloadavg()[0]:.1f}"
+        text += ", load average " + " / ".join(f"{x:.1f}" for x in os.getloadavg()) + " (1 / 5 / 15 min)"
     if torch.cuda.is_available():
         text += f"; GPU {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
     return (f"{text}; Python {platform.python_version()}, torch {torch.__version__}, "

@@ -40,6 +40,12 @@ class LossMean(MeanMetric):
     finite.
     """
 
+    def __init__(self, **kwargs) -> None:
+        if kwargs.pop("nan_strategy", "disable") != "disable":
+            raise ValueError("LossMean never checks for NaN (that check is a host synchronisation); use "
+                             "torchmetrics.MeanMetric for a nan_strategy")
+        super().__init__(nan_strategy="disable", **kwargs)
+
     def update(self, value: torch.Tensor | float, weight: torch.Tensor | float = 1.0) -> None:
         if not isinstance(value, torch.Tensor):
             value = torch.as_tensor(value, dtype=self.dtype, device=self.device)

@@ -8,6 +8,7 @@ import os
 import lightning as L
 import pytest
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from dlbench.callbacks import Checkpoint
@@ -24,12 +25,21 @@ class Scripted(BoringModel):
         self.log("val/score", self.scores[self.current_epoch])
 
 
-def _fit(tmp_path, scores, ckpt_path=None, epochs=None):
+class InPlaceIO(TorchCheckpointIO):
+    """A checkpoint writer that opens the target path itself (no temporary file and rename), as a plain
+    ``torch.save`` does: it writes into whatever file that name already points at."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        torch.save(checkpoint, path)
+
+
+def _fit(tmp_path, scores, ckpt_path=None, epochs=None, plugins=None):
     callback = Checkpoint(dirpath=tmp_path / "checkpoints", filename="best-{epoch}", monitor="val/score", mode="min",
                           save_last=True)
     trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=epochs or len(scores), limit_train_batches=2,
                         limit_val_batches=1, num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[callback])
+                        enable_model_summary=False, callbacks=[callback], plugins=plugins)
     trainer.fit(Scripted(scores), ckpt_path=ckpt_path)
     return callback
 
@@ -52,6 +62,13 @@ def test_last_holds_the_final_epoch_and_shares_the_file_only_with_a_best_of_the_
     assert _epoch(last) == 2 and _epoch(best) == best_epoch
     assert os.path.samefile(last, best) == linked
     assert callback.last_model_path == str(last)
+
+
+def test_a_full_write_of_last_never_writes_through_into_the_best_file_it_shared(tmp_path):
+    _fit(tmp_path, [3.0, 1.0, 2.0], plugins=[InPlaceIO()])  # epoch 1: best, last linked; epoch 2: last written
+    folder = tmp_path / "checkpoints"
+    assert _epoch(folder / "best-epoch=1.ckpt") == 1 and _epoch(folder / "last.ckpt") == 2
+    assert not os.path.samefile(folder / "last.ckpt", folder / "best-epoch=1.ckpt")
 
 
 def test_a_run_resumed_from_a_linked_last_keeps_writing_last_ckpt(tmp_path):

@@ -151,10 +151,10 @@ def tensor_loader(datamodule, *tensors: torch.Tensor, batch_size: int, shuffle: 
 
 
 def in_trainer_precision(datamodule, data):
-    """``data`` with its floating tensors in the trainer's precision (``bf16-true``, ``16-true``, ``64-true``); as it
-    is under mixed precision or without a trainer.
+    """``data`` with its floating tensors in the trainer's precision under ``bf16-true``, ``16-true`` or
+    ``64-true``; returned unchanged under ``32-true`` or a mixed precision, or without a trainer.
 
     Lightning converts a batch to that precision before moving it to the device; a datamodule that makes new
     floating tensors after the move (uint8 images normalised on the device) calls this on them."""
-    trainer = getattr(datamodule, "trainer", None)
+    trainer = getattr(datamodule, "_trainer", None) or getattr(datamodule, "trainer", None)
     return data if trainer is None else trainer.precision_plugin.convert_input(data)
