@@ -72,8 +72,7 @@ def main() -> None:
     print(f"\nfsdd: test/acc {statistics.mean(accs):.4f} +- {spread:.4f} (mean +- std over {len(accs)} seeds; "
           f"min {min(accs):.4f}, max {max(accs):.4f})")
     print(f"reference: >= {REFERENCE:.2f} (small CNN on log-mel or MFCC features, standard split)")
-    print(f"wall time per run: {statistics.mean(times):.1f} s (mean), total {sum(times):.1f} s; "
-          f"load average at the end {os.getloadavg()[0]:.1f}")
+    print(f"wall time per run: {statistics.mean(times):.1f} s (mean), total {sum(times):.1f} s")
     from dlbench.machine import describe  # called last: its load average then covers the measurement
     print(f"hardware: {describe()}", flush=True)
     print("command per seed: dlbench " + " ".join(command).replace(f"--seed_everything {args.seeds[-1]}",

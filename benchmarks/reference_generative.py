@@ -107,7 +107,7 @@ def main() -> None:
             print(lines[-1], flush=True)
     print(f"\n{args.data}, test split, best checkpoint of each run:")
     print("\n".join(lines))
-    print(f"wall time: {total:.0f} s in all; load average at the end {os.getloadavg()[0]:.1f}")
+    print(f"wall time: {total:.0f} s in all")
     from dlbench.machine import describe  # called last: its load average then covers the measurement
     print(f"hardware: {describe()}", flush=True)
     print(f"this script: python {shlex.join(sys.argv)}")
