@@ -149,8 +149,8 @@ def _callback(cls: type[Callback], **init_args) -> str:
 
 def _fit(model: str, setup: Setup, path: str, extra: list[str], callback: str, batch_size: int | None = None) -> int:
     """``dlbench fit`` in this process with the data path chosen by ``DLBENCH_DATA_PATH``; its exit code."""
-    from dlbench import registry
     from dlbench.cli import main
+    from dlbench.core import registry
 
     spec = registry.plugin(model)
     args = ["fit", "--model", model, *setup.data, "--data.batch_size", str(batch_size or setup.batch_size),
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"command {result['command_seconds']:.1f} s; test accuracy per epoch: {epochs}")
         else:
             print(f"  {precision:<11} not reached (exit code {result['code']}); test accuracy per epoch: {epochs}")
-    from dlbench.machine import describe  # called last: its load average then covers the measurement
+    from dlbench.core.machine import describe  # called last: its load average then covers the measurement
     print(f"\nHardware/software: {describe()}")
     print(f"Command: python {shlex.join(['benchmarks/gpu_throughput.py', *(sys.argv[1:] if argv is None else argv)])}")
     return 0

@@ -52,7 +52,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
-from dlbench import registry
+from dlbench.core import registry
 from dlbench.data.batches import TensorLoader
 from dlbench.testing import build
 
@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nWhere a dlbench epoch of {name} goes (ms per epoch; an indented part is inside the one above it):")
         for indent, text, ms in parts:
             print(f"  {'  ' * indent + text:<76} {ms:9.2f}")
-    from dlbench.machine import describe  # called last: its load average then covers the measurement
+    from dlbench.core.machine import describe  # called last: its load average then covers the measurement
     print(f"\nHardware/software: {describe()}")
     print(f"Command: python {shlex.join(['benchmarks/overhead.py', *(sys.argv[1:] if argv is None else argv)])}")
     return 0

@@ -125,7 +125,7 @@ def report(results: list[Result]) -> None:
         print(f"{r.row.model:<6} {r.row.data:<14} {r.epochs:>6} {r.fraction:>8.2f} {r.acc:>9.4f} "
               f"{r.row.reference:>9.3f} {r.majority:>9.4f} {r.epoch_seconds:>8.1f} {r.seconds:>7.0f} "
               f"{r.cpu_seconds:>7.0f} {estimate:>24}  {verdict}")
-    from dlbench.machine import describe  # called last: its load average then covers the measurement
+    from dlbench.core.machine import describe  # called last: its load average then covers the measurement
     print(f"\nhardware: {describe()}")
     print(f"benchmark: python {shlex.join(sys.argv)}")
     for r in results:

@@ -64,7 +64,7 @@ def main() -> None:
           f"min {min(accs):.4f}, max {max(accs):.4f})")
     print(f"reference: {REFERENCE[args.data]:.3f} (Kipf & Welling 2017, 2-layer GCN, public split)")
     print(f"wall time per run: {statistics.mean(times):.1f} s (mean), total {sum(times):.1f} s")
-    from dlbench.machine import describe  # called last: its load average then covers the measurement
+    from dlbench.core.machine import describe  # called last: its load average then covers the measurement
     print(f"hardware: {describe()}", flush=True)
     print("command per seed: dlbench " + " ".join(command).replace(f"--seed_everything {args.seeds[-1]}",
                                                                    "--seed_everything S"))

@@ -7,7 +7,7 @@ There are no published numbers for these exact models; each is read against a re
 * vae: test negative ELBO (nats per image) against ``test/recon_mean``, the negative ELBO of the best model whose
   code carries nothing (the training mean image). Reference: below it; the KL term says how much the code carries.
 * gan: Frechet distance of generated to real test images in the features of a small CNN classifier trained on the
-  training split (:mod:`dlbench.fid`), against real-vs-real (two halves of the test set: the floor) and
+  training split (:mod:`dlbench.train.fid`), against real-vs-real (two halves of the test set: the floor) and
   noise-vs-real (the ceiling). Reference: far below noise-vs-real; the closer to real-vs-real the better.
 
 Each runs the real command, ``dlbench fit --model NAME --data mnist --data.root ROOT ...`` (in this process, so torch
@@ -108,7 +108,7 @@ def main() -> None:
     print(f"\n{args.data}, test split, best checkpoint of each run:")
     print("\n".join(lines))
     print(f"wall time: {total:.0f} s in all")
-    from dlbench.machine import describe  # called last: its load average then covers the measurement
+    from dlbench.core.machine import describe  # called last: its load average then covers the measurement
     print(f"hardware: {describe()}", flush=True)
     print(f"this script: python {shlex.join(sys.argv)}")
 

@@ -132,7 +132,7 @@ def main() -> None:
               f"{first.majority:>9.4f} {per_epoch:>8.1f} {wall:>7.0f} {estimate:>14}  {verdict}")
         if len(runs) > 1:
             print(f"      per seed: {', '.join(f'{r.acc:.4f}' for r in runs)}")
-    from dlbench.machine import describe  # called last: its load average then covers the measurement
+    from dlbench.core.machine import describe  # called last: its load average then covers the measurement
     print(f"\nhardware: {describe()}")
     print(f"benchmark: python {shlex.join(sys.argv)}")
     for runs in results:

@@ -64,7 +64,7 @@ def main() -> None:
               f"min {min(values):.4f})")
     print(f"reference: test/auroc >= {REFERENCE_AUROC} on breast cancer")
     print(f"wall time per run: {statistics.mean(times):.1f} s (mean), total {sum(times):.1f} s")
-    from dlbench.machine import describe  # called last: its load average then covers the measurement
+    from dlbench.core.machine import describe  # called last: its load average then covers the measurement
     print(f"hardware: {describe()}", flush=True)
     line = " ".join(command)
     for flag in ("--data.seed", "--seed_everything"):

@@ -93,7 +93,7 @@ def main() -> None:
         sys.exit("give --root or set DLBENCH_TEST_DATA")
 
 
-    from dlbench.machine import describe  # called last: its load average then covers the measurement
+    from dlbench.core.machine import describe  # called last: its load average then covers the measurement
     print(f"hardware: {describe()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         if args.task in ("sms", "both"):

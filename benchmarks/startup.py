@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     floor_med = statistics.median(floor)
     print(f"  = {fit_med / floor_med:.2f}x 'import torch, lightning' timed alternately with it ({floor_med:.2f} s; "
           f"runs: {', '.join(f'{x:.2f}' for x in floor)})")
-    from dlbench.machine import describe  # called last: its load average then covers the measurement
+    from dlbench.core.machine import describe  # called last: its load average then covers the measurement
     print(f"\nHardware/software: {describe()}")
     print(f"Command: python {shlex.join(['benchmarks/startup.py', *(sys.argv[1:] if argv is None else argv)])}")
     return 0

@@ -6,68 +6,26 @@ dlbench's test suite runs them over every installed plugin; a third-party packag
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from dlbench import registry
 from dlbench.cli import main
-from dlbench.runs import last_scalars
+from dlbench.core import registry
+from dlbench.core.conventions import using_log_root
+from dlbench.runs.run import last_scalars
+from dlbench.runs.trained import first_batch, tensors_of
+from dlbench.train.lightning_cli import build
+
+__all__ = ["QUIET", "build", "check_learns", "check_round_trip", "check_smoke", "using_log_root"]
 
 QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
-
-
-@contextmanager
-def _log_dir(path: Path):
-    old = os.environ.get("DLBENCH_LOG_DIR")
-    os.environ["DLBENCH_LOG_DIR"] = str(path)
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["DLBENCH_LOG_DIR"]
-        else:
-            os.environ["DLBENCH_LOG_DIR"] = old
-
-
-def build(name: str, *args: str, log_dir: Path | None = None):
-    """Model, datamodule and trainer of plugin ``name`` as ``dlbench fit --model name ARGS`` would make them."""
-    from dlbench.lightning_cli import make_cli
-    from dlbench.runner import parse_target
-
-    # default_root_dir: fast_dev_run turns the logger off, and checkpoints would otherwise land in the cwd.
-    root = log_dir or Path.cwd() / "lightning_logs"
-    target = parse_target("fit", ["--model", name, "--trainer.default_root_dir", str(root), *args])
-    with _log_dir(log_dir or Path.cwd() / "lightning_logs"):
-        cli = make_cli(target, target.args, run=False)
-    return cli.model, cli.datamodule, cli.trainer
-
-
-def _batch(datamodule, stage: str = "test"):
-    datamodule.setup(stage)
-    loader = getattr(datamodule, f"{stage}_dataloader")()
-    batch = next(iter(loader))
-    if hasattr(datamodule, "on_after_batch_transfer"):
-        batch = datamodule.on_after_batch_transfer(batch, 0)
-    return batch
 
 
 def _outputs(model, batch):
     model.eval()
     with torch.no_grad():
         return model.predict_step(batch, 0)
-
-
-def _flatten(out) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (list, tuple)):
-        return [t for o in out for t in _flatten(o)]
-    return []
 
 
 def check_smoke(name: str, tmp_path: Path) -> None:
@@ -93,8 +51,8 @@ def check_round_trip(name: str, tmp_path: Path) -> None:
     path = tmp_path / "round_trip.ckpt"
     trainer.save_checkpoint(path)
     loaded = type(model).load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    batch = _batch(datamodule)
-    expected, got = _flatten(_outputs(model.cpu(), batch)), _flatten(_outputs(loaded, batch))
+    batch = first_batch(datamodule)
+    expected, got = tensors_of(_outputs(model.cpu(), batch)), tensors_of(_outputs(loaded, batch))
     assert expected, f"{name}: predict_step returned no tensors"
     for e, g in zip(expected, got, strict=True):
         torch.testing.assert_close(g, e, msg=f"{name}: predictions differ after a checkpoint round trip")
@@ -105,7 +63,7 @@ def check_learns(name: str, tmp_path: Path, *args: str) -> dict[str, float]:
     logged baseline."""
     spec = registry.plugin(name)
     assert spec.score and spec.baseline, f"{name}: the spec names no score and baseline to check learning against"
-    with _log_dir(tmp_path):
+    with using_log_root(tmp_path):
         code = main(["fit", "--model", name, *spec.learn_args, *QUIET, *args])
     assert code == 0, f"{name}: dlbench fit exited with {code}"
     (run_dir,) = sorted((tmp_path / spec.name).glob("version_*"))

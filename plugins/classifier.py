@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from dlbench.metrics import LossMean, MajorityAccuracy
+from dlbench import LossMean, MajorityAccuracy
 
 
 class Classifier(L.LightningModule):

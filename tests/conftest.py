@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dlbench import registry
+from dlbench.core import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from dlbench.core.errors import DlbenchError
 from dlbench.data import batches
 from dlbench.data.batches import PATH_ENV, TensorLoader, data_path, tensor_loader
-from dlbench.errors import DlbenchError
 
 
 def _ids(loader) -> list[int]:

@@ -13,9 +13,8 @@ import pytest
 import yaml
 from conftest import dlbench
 
-from dlbench import bench
-from dlbench.errors import DlbenchError
-from dlbench.runs import read_scalars
+from dlbench.core.errors import DlbenchError
+from dlbench.runs import bench, read_scalars
 
 
 def test_bench_ranks_the_model_that_trains_and_reports_the_one_that_fails(tmp_path):
@@ -89,8 +88,8 @@ def test_monitor_callbacks_log_speed_learning_rate_parameters_and_histograms(tmp
     from lightning.pytorch.loggers import TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from dlbench.monitor import LearningRate, TrainingSpeed, WeightHistograms
     from dlbench.testing import build
+    from dlbench.train.monitor import LearningRate, TrainingSpeed, WeightHistograms
 
     class SlowValidation(Callback):
         """Validation that takes at least a second, and the whole epoch's wall time as seen from outside."""
@@ -140,7 +139,7 @@ def test_monitor_callbacks_log_speed_learning_rate_parameters_and_histograms(tmp
 def test_batch_size_reads_shapes_of_any_batch_layout():
     import torch
 
-    from dlbench.monitor import batch_size
+    from dlbench.train.monitor import batch_size
 
     x = torch.zeros(5, 3)
     assert batch_size(x) == 5 and batch_size((x, torch.zeros(5))) == 5 and batch_size([[x], "meta"]) == 5

@@ -11,7 +11,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from dlbench.callbacks import Checkpoint
+from dlbench.train.callbacks import Checkpoint
 
 
 class Scripted(BoringModel):
@@ -98,7 +98,7 @@ def test_where_hard_links_are_refused_last_is_written_in_full(tmp_path, monkeypa
 def test_inherited_per_batch_hooks_are_not_dispatched_and_defined_ones_still_run(tmp_path):
     from lightning.pytorch.callbacks import Callback
 
-    from dlbench.callbacks import FiniteLossGuard, skip_inherited_batch_hooks
+    from dlbench.train.callbacks import FiniteLossGuard, skip_inherited_batch_hooks
 
     class Counting(Callback):
         calls = 0

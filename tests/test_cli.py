@@ -165,3 +165,92 @@ def test_compile_option_reports_compile_time_apart(tmp_path):
     assert "dlbench: torch.compile took" in result.stderr
     scalars = last_scalars(tmp_path / "lightning_logs" / "lstm" / "version_0")
     assert scalars["train/compile_seconds"] > 0
+
+
+def _test_metric(stdout_and_err: str, tag: str) -> float:
+    """A test metric from the table Lightning prints after ``dlbench test``."""
+    for line in stdout_and_err.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == tag:
+            return float(fields[1])
+    raise AssertionError(f"{tag} not printed:\n{stdout_and_err}")
+
+
+def test_best_and_last_name_a_trained_runs_files_in_a_new_process(tmp_path):
+    fit = dlbench("fit", "--model", "lstm", "--model.hidden_size", "8", "--trainer.max_epochs", "4", cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr
+    run = tmp_path / "lightning_logs" / "lstm" / "version_0"
+    fitted = last_scalars(run)["test/rmse"]  # fit tested its best checkpoint
+    best = next((run / "checkpoints").glob("best-*.ckpt"))
+
+    by_config = dlbench("test", "--config", str(run / "config.yaml"), "--ckpt_path", "best", cwd=tmp_path)
+    assert by_config.returncode == 0, by_config.stderr
+    assert f"checkpoint path at {best}" in by_config.stderr
+    assert _test_metric(by_config.stdout, "test/rmse") == pytest.approx(fitted, rel=1e-5)
+
+    by_run = dlbench("validate", "--run", str(run), "--ckpt_path", "last", cwd=tmp_path)
+    assert by_run.returncode == 0, by_run.stderr
+    assert f"checkpoint path at {run / 'checkpoints' / 'last.ckpt'}" in by_run.stderr
+
+    default = dlbench("test", "--run", str(run), cwd=tmp_path)  # --run alone: the best checkpoint
+    assert f"checkpoint path at {best}" in default.stderr
+
+    # A run directory written before the subpackages: its config names the old module paths of logger and plugin.
+    old = run.parent / "version_old"
+    old.mkdir()
+    (old / "checkpoints").mkdir()
+    (old / "checkpoints" / best.name).write_bytes(best.read_bytes())
+    text = (run / "config.yaml").read_text()
+    assert "dlbench.train.logger.RunLogger" in text
+    (old / "config.yaml").write_text(text.replace("dlbench.train.logger.", "dlbench.tensorboard.")
+                                     .replace("dlbench.train.checkpoint_io.", "dlbench.checkpoint_io."))
+    legacy = dlbench("test", "--run", str(old), cwd=tmp_path)
+    assert legacy.returncode == 0, legacy.stderr
+    assert _test_metric(legacy.stdout, "test/rmse") == pytest.approx(fitted, rel=1e-5)
+
+
+@pytest.mark.parametrize("args, must_say", [
+    (["test", "--model", "lstm", "--ckpt_path", "best"], "--ckpt_path best needs the run it belongs to"),
+    (["test", "--run", "nowhere"], "nowhere is not a run directory"),
+    (["fit", "--run", "nowhere"], "--run goes with validate, test and predict"),
+])
+def test_best_without_a_run_says_how_to_name_one(tmp_path, args, must_say):
+    result = dlbench(*args, cwd=tmp_path)
+    assert result.returncode == 2 and must_say in result.stderr and "Traceback" not in result.stderr
+
+
+def test_output_to_a_file_is_a_line_an_epoch(tmp_path):
+    result = dlbench("fit", "--model", "lstm", "--model.hidden_size", "8", "--trainer.max_epochs", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr and "it/s" not in result.stderr
+    epochs = [line for line in result.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/3", "2/3", "3/3"]
+    values = [float(line.split("val/rmse ")[1].split()[0]) for line in epochs]
+    scalars = {step: value for step, value in __import__("dlbench.runs", fromlist=["read_scalars"])
+               .read_scalars(tmp_path / "lightning_logs" / "lstm" / "version_0")["val/rmse"]}
+    assert values == pytest.approx(list(scalars.values()), rel=1e-3)  # each line shows its own epoch's metrics
+    assert all("train/loss" in line for line in epochs)
+    assert "test done" in result.stderr
+
+
+def test_list_fits_100_columns(tmp_path):
+    for env in ({}, {"COLUMNS": "100"}):
+        result = dlbench("list", cwd=tmp_path, env=env)
+        assert result.returncode == 0
+        widest = max(len(line) for line in result.stdout.splitlines())
+        assert widest <= 100, result.stdout
+        assert "lstm" in result.stdout and "sunspots" in result.stdout
+
+
+def test_help_is_the_parsers(tmp_path):
+    top = dlbench("--help", cwd=tmp_path)
+    assert top.returncode == 0
+    for command in ("fit", "validate", "test", "predict", "list", "info", "compare", "bench", "sweep", "export",
+                    "compress", "new-plugin"):
+        assert f"\n    {command}" in top.stdout, command
+    fit = dlbench("fit", "--help", cwd=tmp_path)
+    assert fit.returncode == 0 and "usage: dlbench fit" in fit.stdout and "--resume RUN_DIR" in fit.stdout
+    test = dlbench("test", "--help", cwd=tmp_path)
+    assert "--run RUN_DIR" in test.stdout and "best and last" in test.stdout
+    plugin = dlbench("fit", "--model", "lstm", "--help", cwd=tmp_path)  # LightningCLI's own, with every argument
+    assert plugin.returncode == 0 and "--trainer.max_epochs" in plugin.stdout and "--test_after_fit" in plugin.stdout

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import dlbench
 
-from dlbench.compare import Filter, differing_hparams, select, sort_runs
 from dlbench.runs import Point, Run, read_scalars
+from dlbench.runs.compare import Filter, differing_hparams, select, sort_runs
 
 TINY = ("--trainer.max_epochs", "2", "--model.num_layers", "1", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false")
@@ -223,7 +223,7 @@ def test_a_logged_parameter_count_is_used_without_importing_torch(runs, tmp_path
     from torch.utils.tensorboard import SummaryWriter
 
     run = shutil.copytree(runs / "lightning_logs" / "lstm" / "version_0", tmp_path / "lstm" / "version_0")
-    with SummaryWriter(str(run)) as writer:  # what dlbench.monitor.TrainingSpeed logs when a run starts
+    with SummaryWriter(str(run)) as writer:  # what dlbench.train.monitor.TrainingSpeed logs when a run starts
         writer.add_scalar("model/params", 1234, 0)
     code = ("import json, sys; from dlbench.cli import main; main(['compare', sys.argv[1], '--format', 'json']);"
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning'))))")

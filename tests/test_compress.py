@@ -12,19 +12,19 @@ import yaml
 from conftest import dlbench
 from torch import nn
 
-from dlbench import compress
 from dlbench.cli import main as dlbench_main
-from dlbench.errors import DlbenchError
-from dlbench.export import load_model, read_source, real_batch
+from dlbench.core.errors import DlbenchError
 from dlbench.runs import last_scalars
-from dlbench.testing import QUIET, _log_dir
+from dlbench.runs.trained import TrainedRun
+from dlbench.testing import QUIET, using_log_root
+from dlbench.tools import compress
 
 FAST = ["--repeats", "5"]
 NO_BAR = ["--", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
 def _fit(logs: Path, *args: str) -> Path:
-    with _log_dir(logs):
+    with using_log_root(logs):
         assert dlbench_main(["fit", *args, *QUIET]) == 0
     return logs / args[1] / "version_0"
 
@@ -56,12 +56,12 @@ def test_prune_is_an_ordinary_run_with_the_weights_really_zeroed(mlp_run, tmp_pa
     run = mlp_run.parent / "pruned-version_0"
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     callbacks = [c["class_path"] for c in yaml.safe_load((run / "config.yaml").read_text())["trainer"]["callbacks"]]
-    assert callbacks == ["dlbench.compress.InitialWeights", "dlbench.compress.OneShotPruning"]
+    assert callbacks == ["dlbench.tools.compress.InitialWeights", "dlbench.tools.compress.OneShotPruning"]
     assert last_scalars(run)["compress/sparsity"] == pytest.approx(0.5, abs=1e-3)
 
-    source, _ = read_source(run)
+    source = TrainedRun.open(run)
     assert source.checkpoint.name.startswith("best-")
-    pruned = load_model(source)  # a plain MLPClassifier: the checkpoint holds the pruning made permanent
+    pruned = source.load_model()  # a plain MLPClassifier: the checkpoint holds the pruning made permanent
     weights = [m.weight for m in pruned.modules() if isinstance(m, nn.Linear)]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     assert zeros == pytest.approx(0.5, abs=0.002)
@@ -92,8 +92,8 @@ def test_quantize_through_the_real_command(mlp_run, tmp_path):
     assert not [m for m in quantized.modules() if type(m) is nn.Linear]
     assert sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in quantized.modules()) == 3
     # An independent look at the saved model: the test split is one batch; its accuracy is the table's.
-    source, _ = read_source(mlp_run)
-    x, y = real_batch(source)
+    source = TrainedRun.open(mlp_run)
+    x, y = source.real_batch()
     with torch.no_grad():
         acc = (quantized(x).argmax(-1) == y).float().mean().item()
     assert acc == pytest.approx(after["metrics"]["test/acc"], abs=1e-6)
@@ -122,7 +122,7 @@ def test_distill_a_smaller_student(mlp_run, tmp_path, monkeypatch, capsys):
     assert last_scalars(run)["train/distill_kl"] > 0  # the teacher's term was really in the loss
     config = yaml.safe_load((run / "config.yaml").read_text())
     (callback,) = config["trainer"]["callbacks"]
-    assert callback["class_path"] == "dlbench.compress.Distillation"
+    assert callback["class_path"] == "dlbench.tools.compress.Distillation"
     assert callback["init_args"]["teacher"].startswith(str(mlp_run.resolve()))
 
 

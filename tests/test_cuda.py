@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlbench import registry
+from dlbench.core import registry
 from dlbench.testing import check_learns
 
 PLUGINS = [e.name for e in registry.entries(registry.PLUGINS) if not e.broken]

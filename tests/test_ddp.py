@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import dlbench
 
-from dlbench import registry
-from dlbench.plugin import DATA_KINDS
+from dlbench.core import registry
+from dlbench.core.spec import DATA_KINDS
 
 PREFERRED = {"series": "lstm", "images": "mlp", "graph": "gcn", "tabular": "tabular", "text": "transformer",
              "translation": "seq2seq", "audio": "audio", "detection": "detector"}

@@ -11,11 +11,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dlbench import export
+from dlbench.cli import main as cli_main
 from dlbench.cli import main as dlbench_main
-from dlbench.errors import DlbenchError
-from dlbench.export import ATOL, RTOL, NotExportable, forward_inputs, max_difference, read_source
-from dlbench.testing import QUIET, _log_dir
+from dlbench.core.errors import DlbenchError
+from dlbench.runs.trained import NotExportable, TrainedRun, flat_outputs, forward_inputs
+from dlbench.testing import QUIET, using_log_root
+from dlbench.tools import export
+from dlbench.tools.export import ATOL, RTOL, max_difference
 
 ONNX_MISSING = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
 needs_onnx = pytest.mark.skipif(bool(ONNX_MISSING), reason=f"not installed: {', '.join(ONNX_MISSING)}")
@@ -25,7 +27,7 @@ needs_onnx = pytest.mark.skipif(bool(ONNX_MISSING), reason=f"not installed: {', 
 def run_dir(tmp_path_factory) -> Path:
     """A real run: ``dlbench fit --model lstm --model.hidden_size 8 --trainer.max_epochs 1``."""
     logs = tmp_path_factory.mktemp("logs")
-    with _log_dir(logs):
+    with using_log_root(logs):
         code = dlbench_main(["fit", "--model", "lstm", "--model.hidden_size", "8", "--trainer.max_epochs", "1",
                              *QUIET])
     assert code == 0
@@ -33,14 +35,14 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def _model_and_batch(run: Path):
-    source, _ = read_source(run)
-    model = export.load_model(source)
-    return model, forward_inputs(model, export.real_batch(source))
+    source = TrainedRun.open(run)
+    model = source.load_model()
+    return model, forward_inputs(model, source.real_batch())
 
 
 @needs_onnx
 def test_onnx_export_of_a_run_matches_pytorch(run_dir):
-    result = subprocess.run([sys.executable, "-m", "dlbench.export", str(run_dir), "--format", "onnx"],
+    result = subprocess.run([sys.executable, "-m", "dlbench", "export", str(run_dir), "--format", "onnx"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     exported = run_dir / "export" / "lstm.onnx"
@@ -60,7 +62,7 @@ def test_onnx_export_of_a_run_matches_pytorch(run_dir):
 def test_torchscript_export_of_a_checkpoint_file(run_dir, tmp_path, capsys):
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     output = tmp_path / "lstm.pt"
-    assert export.main([str(checkpoint), "--format", "torchscript", "--output", str(output)]) == 0
+    assert cli_main(["export", str(checkpoint), "--format", "torchscript", "--output", str(output)]) == 0
     out = capsys.readouterr().out
     assert f"exported {output}" in out and "test batch (float32 [46, 10, 1]) and on its first 23 rows" in out
     model, (x,) = _model_and_batch(run_dir)
@@ -71,7 +73,7 @@ def test_torchscript_export_of_a_checkpoint_file(run_dir, tmp_path, capsys):
 
 
 def test_run_dir_prefers_the_best_checkpoint(run_dir):
-    source, _ = read_source(run_dir)
+    source = TrainedRun.open(run_dir)
     assert source.checkpoint.name.startswith("best-") and source.checkpoint.parent == run_dir / "checkpoints"
     assert source.model_class == "dlbench_plugins.lstm.model.LSTMForecaster"
     assert source.data_class == "dlbench_plugins.lstm.data.SeriesDataModule" and source.plugin_name == "lstm"
@@ -80,7 +82,7 @@ def test_run_dir_prefers_the_best_checkpoint(run_dir):
 def test_checkpoint_without_config_uses_its_saved_class_paths(run_dir, tmp_path):
     alone = tmp_path / "alone.ckpt"
     alone.write_bytes((run_dir / "checkpoints" / "last.ckpt").read_bytes())
-    source, _ = read_source(alone)
+    source = TrainedRun.open(alone)
     assert source.run_dir is None and source.data_args["window"] == 10
     assert source.data_class == "dlbench_plugins.lstm.data.SeriesDataModule"
 
@@ -93,17 +95,17 @@ def test_corrupt_checkpoint_is_a_clear_error(run_dir, tmp_path, capsys, content,
     bad = tmp_path / "bad.ckpt"
     whole = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
     bad.write_bytes(content if content is not None else whole[: len(whole) // 2])
-    assert export.main([str(bad), "--format", "torchscript"]) == 2
+    assert cli_main(["export", str(bad), "--format", "torchscript"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not bad.with_suffix(".torchscript.pt").exists()
 
 
 def test_missing_paths_are_clear_errors(tmp_path, capsys):
-    assert export.main([str(tmp_path / "nowhere")]) == 2
+    assert cli_main(["export", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
-    assert export.main([str(tmp_path / "run")]) == 2
+    assert cli_main(["export", str(tmp_path / "run")]) == 2
     assert "holds no checkpoints/best-*.ckpt or checkpoints/last.ckpt" in capsys.readouterr().err
 
 
@@ -152,4 +154,4 @@ def test_differences_beyond_tolerance_fail_and_leave_no_file(tmp_path, monkeypat
     monkeypatch.setitem(export.EXPORTERS, "torchscript", (traced, run))
     result = export.export_model(model, (torch.randn(4, 3),), "torchscript", output)
     assert result.batch_sizes == (4, 2) and result.max_abs_diff == 0.0 and output.is_file()
-    assert export.flat_outputs({"a": torch.ones(1), "b": [torch.zeros(2)]})[1].shape == (2,)
+    assert flat_outputs({"a": torch.ones(1), "b": [torch.zeros(2)]})[1].shape == (2,)

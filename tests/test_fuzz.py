@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dlbench.cli import main
+from dlbench.core.errors import DlbenchError
 from dlbench.data.cifar import parse_batch
 from dlbench.data.idx import parse_idx, read_idx
 from dlbench.data.wav import read_wav
-from dlbench.errors import DlbenchError
-from dlbench.runner import parse_target
+from dlbench.train.target import parse_target
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dlbench import registry
-from dlbench.tensorboard import RunLogger
+from dlbench.core import registry
 from dlbench.testing import QUIET, build
+from dlbench.train.logger import RunLogger
 from tests.conftest import dlbench
 
 TINY_CNN = ("--model.channels", "[4, 4]", "--model.hidden_size", "8", "--trainer.max_epochs", "1",

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchmetrics import MeanMetric
 
-from dlbench.metrics import LossMean, MajorityAccuracy
+from dlbench.train.metrics import LossMean, MajorityAccuracy
 
 
 def test_loss_mean_weights_batches_by_size_as_meanmetric_does():

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dlbench.pictures import PictureBudget
+from dlbench.train.pictures import PictureBudget
 
 
 def _trainer(epoch: int, max_epochs: int | None = 100, sanity: bool = False, stop: bool = False):

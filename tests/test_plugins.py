@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dlbench import registry
+from dlbench.core import registry
 from dlbench.testing import check_learns, check_round_trip, check_smoke
 
 PLUGINS = [e.name for e in registry.entries(registry.PLUGINS) if not e.broken]

@@ -1,6 +1,6 @@
 """Mixed precision: every plugin trains under ``--trainer.precision bf16-mixed`` on CPU (and ``16-mixed`` and
 ``bf16-mixed`` on CUDA, when there is a device), and layers without a reduced-precision kernel run in float32
-through :mod:`dlbench.precision`."""
+through :mod:`dlbench.train.precision`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from dlbench import registry
-from dlbench.precision import FullPrecision, full_precision, reduced_precision_hint
+from dlbench.core import registry
 from dlbench.testing import QUIET, build
+from dlbench.train.precision import FullPrecision, full_precision, reduced_precision_hint
 
 PLUGINS = [e.name for e in registry.entries(registry.PLUGINS) if not e.broken]
 ONEDNN_LSTM = ("could not create a primitive descriptor for the LSTM forward propagation primitive. Run workload "

@@ -8,8 +8,8 @@ import sys
 import pytest
 from conftest import write_dist
 
-from dlbench import registry
-from dlbench.errors import DlbenchError
+from dlbench.core import registry
+from dlbench.core.errors import DlbenchError
 
 GOOD_SPEC = """
 from dlbench import Plugin
@@ -40,7 +40,7 @@ def test_third_party_distribution_is_discovered_with_its_name_and_version(site):
 
 def test_discovery_imports_specs_only(site):
     third_party(site)
-    code = ("import sys; from dlbench import registry; registry.entries(registry.PLUGINS); "
+    code = ("import sys; from dlbench.core import registry; registry.entries(registry.PLUGINS); "
             "print(sorted(m for m in sys.modules if m.startswith(('torch', 'lightning', 'acme_spec_impl', "
             "'dlbench_plugins.lstm.model')) or m == 'acme_spec'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -10,9 +10,10 @@ import sys
 import pytest
 from conftest import dlbench
 
-from dlbench import registry
-from dlbench.errors import DlbenchError
-from dlbench.scaffold import LAYOUT, create, main
+from dlbench.cli import main as cli_main
+from dlbench.core import registry
+from dlbench.core.errors import DlbenchError
+from dlbench.tools.scaffold import LAYOUT, create
 
 NAME = "scaffold_probe"  # not a name any other test or plugin uses: the package is installed into the shared venv
 
@@ -54,7 +55,7 @@ def test_generated_code_is_ruff_clean(tmp_path):
 
 def test_default_directory_and_summary(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["dir_probe"]) == 0
+    assert cli_main(["new-plugin", "dir_probe"]) == 0
     out = capsys.readouterr().out
     assert "pip install -e dlbench-dir-probe" in out and "dlbench fit --model dir_probe" in out
     spec = (tmp_path / "dlbench-dir-probe" / "src" / "dlbench_dir_probe" / "__init__.py").read_text()
@@ -86,7 +87,7 @@ def test_existing_directory_is_never_overwritten(tmp_path, capsys):
     target = tmp_path / "pkg"
     target.mkdir()
     (target / "notes.txt").write_text("mine")
-    assert main(["net_probe", str(target)]) == 2
+    assert cli_main(["new-plugin", "net_probe", str(target)]) == 2
     assert "already exists and is not empty" in capsys.readouterr().err
     assert [p.name for p in target.iterdir()] == ["notes.txt"] and (target / "notes.txt").read_text() == "mine"
     empty = tmp_path / "empty"

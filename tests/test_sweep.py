@@ -17,9 +17,10 @@ optuna = pytest.importorskip("optuna")
 
 from optuna.trial import TrialState  # noqa: E402
 
-from dlbench import sweep as sweep_mod  # noqa: E402
-from dlbench.errors import DlbenchError  # noqa: E402
+from dlbench.cli import main as cli_main  # noqa: E402
+from dlbench.core.errors import DlbenchError  # noqa: E402
 from dlbench.runs import read_scalars  # noqa: E402
+from dlbench.tools import sweep as sweep_mod  # noqa: E402
 
 TINY = ["--", "--trainer.max_epochs", "2", "--trainer.enable_model_summary", "false"]
 
@@ -38,7 +39,7 @@ def _study(workdir: Path):
 
 
 def test_four_trial_sweep_records_ordinary_runs_and_the_best(workdir, capsys):
-    code = sweep_mod.main(["--model", "lstm", "--param", "model.hidden_size=int:4:16:log",
+    code = cli_main(["sweep", "--model", "lstm", "--param", "model.hidden_size=int:4:16:log",
                            "--param", "model.lr=float:1e-3:1e-2:log", "--trials", "4", "--jobs", "2", *TINY])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -66,7 +67,7 @@ def test_resume_runs_only_the_missing_trials_and_failures_are_recorded(workdir, 
     # hidden_size 0 makes dlbench fit fail (the model refuses it): two of the four grid points fail.
     args = ["--model", "lstm", "--sampler", "grid", "--param", "model.hidden_size=choice:0,8",
             "--param", "model.num_layers=choice:1,2", "--jobs", "2", *TINY]
-    first = sweep_mod.main(["--trials", "2", *args])
+    first = cli_main(["sweep", "--trials", "2", *args])
     capsys.readouterr()
     study, directory = _study(workdir)
     before = {t.number: (t.state, t.datetime_complete) for t in study.get_trials()}
@@ -74,7 +75,7 @@ def test_resume_runs_only_the_missing_trials_and_failures_are_recorded(workdir, 
     assert first == (0 if any(s == TrialState.COMPLETE for s, _ in before.values()) else 1)
     logs = {n: (directory / "trials" / f"trial_{n}.log").stat().st_mtime_ns for n in before}
 
-    assert sweep_mod.main(["--trials", "4", *args]) == 0
+    assert cli_main(["sweep", "--trials", "4", *args]) == 0
     out = capsys.readouterr().out
     assert "2 of 4 trials in the study" in out
     trials = study.get_trials()
@@ -90,14 +91,14 @@ def test_resume_runs_only_the_missing_trials_and_failures_are_recorded(workdir, 
             assert t.state == TrialState.COMPLETE and t.value > 0
     assert out.count("fail ") >= 2 and "hidden_size must be >= 1" in out
 
-    assert sweep_mod.main(["--trials", "4", *args]) == 0  # the same command once more: nothing left to run
+    assert cli_main(["sweep", "--trials", "4", *args]) == 0  # the same command once more: nothing left to run
     assert "4 of 4 trials in the study" in capsys.readouterr().out and len(study.get_trials()) == 4
 
 
 def test_trial_of_a_killed_sweep_runs_again(workdir, capsys):
     args = ["--model", "lstm", "--param", "model.hidden_size=choice:8,12", "--trials", "1", *TINY]
     env = {k: v for k, v in os.environ.items() if k != "DLBENCH_LOG_DIR"}
-    proc = subprocess.Popen([sys.executable, "-m", "dlbench.sweep", *args], cwd=workdir, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "dlbench", "sweep", *args], cwd=workdir, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     child = None
     try:
@@ -117,7 +118,7 @@ def test_trial_of_a_killed_sweep_runs_again(workdir, capsys):
         if child is not None:
             os.killpg(child, signal.SIGKILL)
 
-    assert sweep_mod.main(args) == 0
+    assert cli_main(["sweep", *args]) == 0
     assert "trials 0 were running when an earlier sweep stopped: they run again" in capsys.readouterr().out
     study, _ = _study(workdir)
     killed, rerun = study.get_trials()
@@ -193,7 +194,8 @@ def test_objective_is_the_best_finite_value_logged():
 
 
 def test_modules_import_neither_torch_nor_optuna():
-    code = ("import sys, dlbench.scaffold, dlbench.export, dlbench.sweep; print(sorted(m for m in sys.modules if "
+    code = ("import sys, dlbench.tools.scaffold, dlbench.tools.export, dlbench.tools.sweep; "
+            "print(sorted(m for m in sys.modules if "
             "m.split('.')[0] in ('torch', 'lightning', 'optuna', 'onnx')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from dlbench.errors import DlbenchError
+from dlbench.core.errors import DlbenchError
 
 PATH_ENV = "DLBENCH_DATA_PATH"
 PATHS = ("auto", "device", "dataloader")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlbench.errors import DlbenchError
+from dlbench.core.errors import DlbenchError
 
 SIDE, CHANNELS, NUM_CLASSES = 32, 3, 10
 RECORD = 1 + CHANNELS * SIDE * SIDE

@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlbench.errors import DlbenchError
+from dlbench.core.errors import DlbenchError
 
 DATA_DIR_ENV = "DLBENCH_DATA_DIR"
 OFFLINE_ENV = "DLBENCH_OFFLINE"

@@ -2,7 +2,7 @@
 
 An IDX file is two zero bytes, a dtype code, the number of dimensions, one big-endian uint32 per dimension, then the
 values in C order, big-endian. Files may be gzipped (the published form) or plain; the gzip magic decides, not the
-name. Every departure from the format ends in a :class:`~dlbench.errors.DlbenchError` that names the file.
+name. Every departure from the format ends in a :class:`~dlbench.core.errors.DlbenchError` that names the file.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlbench.errors import DlbenchError
+from dlbench.core.errors import DlbenchError
 
 DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype("u1"),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from dlbench.errors import DlbenchError
+from dlbench.core.errors import DlbenchError
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)

@@ -19,7 +19,7 @@ import wave
 import numpy as np
 import torch
 
-from dlbench.errors import DlbenchError
+from dlbench.core.errors import DlbenchError
 
 _FIX = "Re-export it as a PCM WAV file (8- or 16-bit), or remove it from the folder."
 

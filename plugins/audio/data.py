@@ -18,10 +18,10 @@ import lightning as L
 import torch
 from dlbench_plugins.audio import synthetic
 
+from dlbench import DlbenchError
 from dlbench.data.batches import tensor_loader
 from dlbench.data.download import Remote, data_root, extract, fetch
 from dlbench.data.wav import fit_length, log_mel, mfcc, read_wav
-from dlbench.errors import DlbenchError
 
 SAMPLE_RATE = 8000
 N_FFT = 256  # 32 ms window at 8 kHz
@@ -70,7 +70,7 @@ class AudioDataModule(L.LightningDataModule):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.save_hyperparameters()
-        # Sizes the model receives through linked arguments (see dlbench.plugin.DATA_KINDS).
+        # Sizes the model receives through linked arguments (see dlbench.core.spec.DATA_KINDS).
         self.n_mels, self.n_frames = n_mels, n_frames
         self.splits: Splits = {}
 

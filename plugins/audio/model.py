@@ -16,8 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from dlbench.metrics import LossMean, MajorityAccuracy
-from dlbench.pictures import PictureBudget
+from dlbench import LossMean, MajorityAccuracy, PictureBudget
 
 
 def conv_block(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:

@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MeanSquaredError
 
-from dlbench.metrics import LossMean
+from dlbench import LossMean
 
 EMBEDDED_POINTS = 300  # test images sent to TensorBoard's projector: enough to see clusters, cheap to write
 

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from dlbench.pictures import PictureBudget
+from dlbench import PictureBudget
 
 
 class CNNClassifier(Classifier):

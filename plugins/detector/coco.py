@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from dlbench_plugins.detector.data import DetectionDataModule, Split
 
-from dlbench.errors import DlbenchError
+from dlbench import DlbenchError
 
 PAD_VALUE = 114  # grey letterbox padding, as YOLO implementations use
 BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image (COCO boxes carry float rounding) before it is an error

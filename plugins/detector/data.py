@@ -40,7 +40,7 @@ class DetectionDataModule(L.LightningDataModule):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.save_hyperparameters()
-        # Sizes the model receives through linked arguments (see dlbench.plugin.DATA_KINDS).
+        # Sizes the model receives through linked arguments (see dlbench.core.spec.DATA_KINDS).
         self.image_size = image_size
         self.num_classes = 1
         self.class_names: list[str] = []

@@ -25,8 +25,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.nn import functional as F
 
-from dlbench.metrics import LossMean
-from dlbench.pictures import PictureBudget
+from dlbench import LossMean, PictureBudget
 
 SHOWN_IMAGES = 4
 

@@ -22,7 +22,7 @@ The images arrive normalised per channel, so the generator's tanh is stretched o
 step on real and generated images, then a generator step with the non-saturating loss.
 
 Quality is a Frechet distance in the features of a small CNN classifier trained on the same training split when the
-fit starts (:mod:`dlbench.fid`; Inception weights cannot be had offline and suit 8x8 grey images badly).
+fit starts (:mod:`dlbench.train.fid`; Inception weights cannot be had offline and suit 8x8 grey images badly).
 ``val/fid`` and ``test/fid`` compare generated images with real ones of the split; two reference distances sit beside
 the test score, computed with the same features and the same number of images: ``test/fid_real``, between two
 disjoint halves of the real test images (what a perfect generator would score), and ``test/fid_noise``, between
@@ -38,8 +38,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from dlbench.fid import FeatureNet, FrechetDistance, train_feature_net
-from dlbench.metrics import LossMean
+from dlbench import FeatureNet, FrechetDistance, LossMean, train_feature_net
 
 ARCHS = ("mlp", "dcgan")
 SHOWN = 64  # generated images in each validation-epoch grid, always from the same noise

@@ -15,8 +15,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from dlbench import DlbenchError
 from dlbench.data.download import Remote, data_root, fetch
-from dlbench.errors import DlbenchError
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from torch_geometric.nn import GCNConv
 from torchmetrics.classification import MulticlassAccuracy
 
-from dlbench.metrics import LossMean, MajorityAccuracy
+from dlbench import LossMean, MajorityAccuracy
 
 
 class GCN(L.LightningModule):

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from dlbench_plugins.images.folder import load_images, scan
 
+from dlbench import DlbenchError
 from dlbench.data import cifar
 from dlbench.data.batches import in_trainer_precision, tensor_loader
 from dlbench.data.download import Remote, data_root, extract, fetch
 from dlbench.data.idx import read_images_labels
-from dlbench.errors import DlbenchError
 
 _SPLIT_ARGS = """
             batch_size: Images per training batch.

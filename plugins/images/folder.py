@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlbench.errors import DlbenchError
+from dlbench import DlbenchError
 
 SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
 """File name endings read as images (case-insensitive); other files are ignored."""

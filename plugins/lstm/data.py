@@ -14,8 +14,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from dlbench import DlbenchError
 from dlbench.data.batches import tensor_loader
-from dlbench.errors import DlbenchError
 
 BUNDLED = Path(__file__).with_name("sunspots.csv")
 
@@ -101,7 +101,7 @@ class SeriesDataModule(L.LightningDataModule):
             raise DlbenchError(f"series of {n} values is too short for window={window}: each split needs more than "
                                f"{window} values. Use a longer series or a smaller --data.window.")
         train = self.series[: self.n_train]
-        # Sizes and statistics the model receives through linked arguments (see dlbench.plugin.DATA_KINDS).
+        # Sizes and statistics the model receives through linked arguments (see dlbench.core.spec.DATA_KINDS).
         self.n_features = 1
         self.window = window
         self.target_mean = float(train.mean())

@@ -13,8 +13,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanSquaredError
 
-from dlbench.metrics import LossMean
-from dlbench.precision import full_precision
+from dlbench import LossMean, full_precision
 
 
 class LSTMForecaster(L.LightningModule):

@@ -29,7 +29,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from dlbench.metrics import LossMean, MajorityAccuracy
+from dlbench import LossMean, MajorityAccuracy
 
 MIN_FEATURE_SIZE = 2
 """A stage downsamples only if the feature map stays at least this many pixels across."""

@@ -13,7 +13,7 @@ import torch
 from dlbench_plugins.classifier import Classifier
 from torch import nn
 
-from dlbench.precision import full_precision
+from dlbench import full_precision
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 

@@ -20,6 +20,7 @@ from typing import Literal
 import lightning as L
 import torch
 
+from dlbench import DlbenchError
 from dlbench.data.batches import tensor_loader
 from dlbench.data.text import (
     BOS_INDEX,
@@ -32,7 +33,6 @@ from dlbench.data.text import (
     tab_fields,
     tokenize,
 )
-from dlbench.errors import DlbenchError
 
 
 class TranslationDataModule(L.LightningDataModule):

@@ -29,7 +29,7 @@ from torch import nn
 from torchmetrics import Accuracy
 from torchmetrics.text import BLEUScore
 
-from dlbench.metrics import LossMean
+from dlbench import LossMean
 
 SHOWN = 6  # translations written to TensorBoard per validation epoch
 

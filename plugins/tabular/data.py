@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
+from dlbench import DlbenchError
 from dlbench.data.batches import tensor_loader
-from dlbench.errors import DlbenchError
 
 _MISSING = {"", "na", "nan", "null", "none", "?"}
 
@@ -167,7 +167,7 @@ class TabularDataModule(L.LightningDataModule):
         self.splits = {name: (x[idx], y[idx], score[idx]) for name, idx in (("train", train), ("val", val),
                                                                            ("test", test))}
         n_pos = int(y[train].sum())
-        # Sizes and statistics the model receives through linked arguments (see dlbench.plugin.DATA_KINDS).
+        # Sizes and statistics the model receives through linked arguments (see dlbench.core.spec.DATA_KINDS).
         self.num_features = x.shape[1]
         self.pos_weight = (len(train) - n_pos) / n_pos
 

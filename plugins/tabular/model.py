@@ -28,7 +28,7 @@ from torchmetrics.classification import (
     BinaryROC,
 )
 
-from dlbench.metrics import LossMean
+from dlbench import LossMean
 
 
 class TabularMLP(L.LightningModule):

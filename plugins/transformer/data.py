@@ -19,10 +19,10 @@ from typing import Literal
 import lightning as L
 import torch
 
+from dlbench import DlbenchError
 from dlbench.data.batches import tensor_loader
 from dlbench.data.download import Remote, data_root, fetch
 from dlbench.data.text import LEVELS, PAD_INDEX, Vocabulary, encode_batch, read_text_file, tab_fields, tokenize
-from dlbench.errors import DlbenchError
 
 
 def stratified_split(labels: torch.Tensor, val_fraction: float, test_fraction: float,
@@ -79,7 +79,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.vocab = Vocabulary.build((tokens[i] for i in train.tolist()), min_freq=min_freq, max_size=max_vocab)
         x = encode_batch(self.vocab, tokens, max_len)
         self.splits = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (x[test], y[test])}
-        # Sizes the model receives through linked arguments (see dlbench.plugin.DATA_KINDS["text"]).
+        # Sizes the model receives through linked arguments (see dlbench.core.spec.DATA_KINDS["text"]).
         self.num_classes = len(self.class_names)
         self.vocab_size = len(self.vocab)
         self.max_len = max_len

@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import Accuracy, F1Score
 
-from dlbench.metrics import LossMean, MajorityAccuracy
+from dlbench import LossMean, MajorityAccuracy
 
 POOLINGS = ("mean", "cls")
 SHOWN = 8  # messages written to TensorBoard per validation epoch

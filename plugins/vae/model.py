@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MeanSquaredError
 
-from dlbench.metrics import LossMean
+from dlbench import LossMean
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 SHOWN = 64  # prior samples in each validation-epoch grid, always from the same noise

@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from dlbench.metrics import LossMean, MajorityAccuracy
+from dlbench import LossMean, MajorityAccuracy
 
 MAX_GRID = 8
 """The automatic patch size keeps the token grid at most this many patches across (64 tokens)."""

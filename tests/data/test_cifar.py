@@ -10,8 +10,8 @@ import pytest
 import torch
 from dlbench_plugins.images.data import CIFAR10DataModule
 
+from dlbench.core.errors import DlbenchError
 from dlbench.data import cifar
-from dlbench.errors import DlbenchError
 
 
 def records(images: np.ndarray, labels: np.ndarray) -> bytes:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from dlbench.core.errors import DlbenchError
 from dlbench.data.download import Remote, data_root, extract, fetch
-from dlbench.errors import DlbenchError
 
 PAYLOAD = bytes(range(256)) * 400  # 100 KiB: several read chunks
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dlbench.core.errors import DlbenchError
 from dlbench.data.idx import parse_idx, read_idx, read_images_labels
-from dlbench.errors import DlbenchError
 
 
 def idx_bytes(array: np.ndarray, code: int) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dlbench.core.errors import DlbenchError
 from dlbench.data.text import (
     BOS_INDEX,
     EOS_INDEX,
@@ -17,7 +18,6 @@ from dlbench.data.text import (
     tab_fields,
     tokenize,
 )
-from dlbench.errors import DlbenchError
 
 
 def test_word_tokens_split_punctuation_and_keep_umlauts():

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from dlbench.core.errors import DlbenchError
 from dlbench.data.wav import dct_matrix, fit_length, hz_to_mel, log_mel, mel_filterbank, mel_to_hz, mfcc, read_wav
-from dlbench.errors import DlbenchError
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int = 8000, width: int = 2, channels: int = 1) -> Path:

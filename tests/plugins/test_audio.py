@@ -16,8 +16,8 @@ from dlbench_plugins.audio import synthetic
 from dlbench_plugins.audio.data import FsddDataModule, SyntheticSpeechDataModule, read_fsdd, spec_augment
 from dlbench_plugins.audio.model import SpeechCommandCNN, confusion_figure
 
+from dlbench.core.errors import DlbenchError
 from dlbench.data.wav import hz_to_mel, log_mel, mel_to_hz
-from dlbench.errors import DlbenchError
 
 TEST_DATA = os.environ.get("DLBENCH_TEST_DATA")
 FSDD = Path(TEST_DATA or "/nonexistent") / "fsdd" / "recordings"

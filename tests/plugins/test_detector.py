@@ -18,7 +18,7 @@ from dlbench_plugins.detector.mean_ap import MeanAveragePrecision
 from dlbench_plugins.detector.model import GridDetector
 from PIL import Image
 
-from dlbench.errors import DlbenchError
+from dlbench.core.errors import DlbenchError
 
 
 def test_box_iou_hand_computed():

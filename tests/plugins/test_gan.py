@@ -13,9 +13,9 @@ from dlbench_plugins.gan.model import GAN
 from dlbench_plugins.images.data import DigitsDataModule
 from scipy import linalg
 
-from dlbench import fid
-from dlbench.fid import FeatureNet, FrechetDistance, train_feature_net
 from dlbench.testing import QUIET, build
+from dlbench.train import fid
+from dlbench.train.fid import FeatureNet, FrechetDistance, train_feature_net
 
 
 def distance(real: torch.Tensor, other: torch.Tensor) -> float:

@@ -11,7 +11,7 @@ import torch
 from dlbench_plugins.gcn.data import PLANETOID_PARTS, CoraDataModule, KarateClubDataModule, split_per_class
 from dlbench_plugins.gcn.model import GCN
 
-from dlbench.errors import DlbenchError
+from dlbench.core.errors import DlbenchError
 
 TEST_DATA = os.environ.get("DLBENCH_TEST_DATA")
 CORA_RAW = Path(TEST_DATA or "/nonexistent") / "planetoid" / "Cora" / "raw"

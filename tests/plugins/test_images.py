@@ -30,8 +30,8 @@ from lightning.pytorch.plugins.precision import Precision
 from PIL import Image
 
 from dlbench.cli import main
-from dlbench.errors import DlbenchError
-from dlbench.info import arguments
+from dlbench.cli.info import arguments
+from dlbench.core.errors import DlbenchError
 from dlbench.runs import last_scalars
 
 SHARED = os.environ.get("DLBENCH_TEST_DATA")

@@ -22,8 +22,8 @@ from dlbench_plugins.seq2seq.data import (
 )
 from dlbench_plugins.seq2seq.model import Seq2SeqTransformer
 
+from dlbench.core.errors import DlbenchError
 from dlbench.data.text import BOS_INDEX, EOS_INDEX, PAD_INDEX, UNK_INDEX
-from dlbench.errors import DlbenchError
 
 TEST_DATA = os.environ.get("DLBENCH_TEST_DATA")
 

@@ -9,7 +9,7 @@ import torch
 from dlbench_plugins.tabular.data import BreastCancerDataModule, CSVDataModule, read_table, stratified_split
 from dlbench_plugins.tabular.model import TabularMLP, curves_figure
 
-from dlbench.errors import DlbenchError
+from dlbench.core.errors import DlbenchError
 
 
 def write(path: Path, text: str) -> Path:

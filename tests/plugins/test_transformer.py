@@ -18,8 +18,8 @@ from dlbench_plugins.transformer.data import (
 )
 from dlbench_plugins.transformer.model import TransformerClassifier
 
+from dlbench.core.errors import DlbenchError
 from dlbench.data.text import PAD_INDEX, UNK_INDEX
-from dlbench.errors import DlbenchError
 
 TEST_DATA = os.environ.get("DLBENCH_TEST_DATA")
 

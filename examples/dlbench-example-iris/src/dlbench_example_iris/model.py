@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from dlbench.metrics import MajorityAccuracy
+from dlbench import MajorityAccuracy
 
 
 class IrisMLP(L.LightningModule):

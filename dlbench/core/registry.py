@@ -1,7 +1,7 @@
 """Discovery of plugins and datasets from installed distributions' entry points.
 
 Reads metadata and imports only the small spec modules (which import no torch). A spec that fails to import or is
-not a valid :class:`~dlbench.plugin.Plugin` is kept as a *broken* entry with a one-line reason, so one bad
+not a valid :class:`~dlbench.core.spec.Plugin` is kept as a *broken* entry with a one-line reason, so one bad
 distribution never hides the others.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import Distribution, EntryPoint, distributions
 
-from dlbench.errors import DlbenchError
-from dlbench.plugin import Dataset, Plugin
+from dlbench.core.errors import DlbenchError
+from dlbench.core.spec import Dataset, Plugin
 
 PLUGINS = "dlbench.plugins"
 DATASETS = "dlbench.datasets"

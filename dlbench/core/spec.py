@@ -28,7 +28,7 @@ DATA_KINDS: dict[str, tuple[str, ...]] = {
 }
 
 _CLASS_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def import_ref(ref: str) -> Any:
@@ -41,15 +41,28 @@ def import_ref(ref: str) -> Any:
         raise ImportError(f"module {module_name!r} has no attribute {attr!r}") from None
 
 
+def import_class(dotted: str, what: str) -> Any:
+    """The class at ``"package.module.Class"`` (a config file's class path); a DlbenchError saying which plugin to
+    install when it cannot be imported. ``what`` names it in the message ("model", "data module")."""
+    from dlbench.core.errors import DlbenchError
+
+    module, _, name = dotted.rpartition(".")
+    try:
+        return import_ref(f"{module}:{name}")
+    except (ImportError, ValueError) as err:
+        raise DlbenchError(f"cannot import the {what} class {dotted} ({err}). Install the plugin that provides it "
+                           f"('dlbench list' shows what is installed).") from None
+
+
 def class_path(ref: str) -> str:
     """``"pkg.mod:Class"`` -> ``"pkg.mod.Class"``, the form LightningCLI configs use."""
     return ref.replace(":", ".")
 
 
 def _check_common(kind_of: str, name: str, data_kind: str, refs: dict[str, str]) -> None:
-    if not _NAME.match(name):
+    if not NAME.match(name):
         raise ValueError(f"{kind_of} name {name!r} must be lower case letters, digits and '_', starting with a letter")
-    if not _NAME.match(data_kind):
+    if not NAME.match(data_kind):
         raise ValueError(f"{kind_of} {name!r}: data_kind {data_kind!r} must be a lower-case identifier such as "
                          f"{', '.join(DATA_KINDS)}")
     for what, ref in refs.items():

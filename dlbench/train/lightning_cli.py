@@ -19,8 +19,11 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from dlbench import __version__
-from dlbench.callbacks import (
+from dlbench.core.conventions import DEFAULT_SEED, using_log_root
+from dlbench.core.conventions import VERSION as __version__
+from dlbench.core.errors import DlbenchError
+from dlbench.runs.trained import check_fits, load_checkpoint
+from dlbench.train.callbacks import (
     BestMetric,
     Checkpoint,
     CompileTimer,
@@ -31,17 +34,17 @@ from dlbench.callbacks import (
     RunStatus,
     skip_inherited_batch_hooks,
 )
-from dlbench.errors import DlbenchError
-from dlbench.monitor import LearningRate, TrainingSpeed, WeightHistograms
-from dlbench.runner import (
-    DEFAULT_SEED,
+from dlbench.train.logger import RunLogger
+from dlbench.train.monitor import LearningRate, TrainingSpeed, WeightHistograms
+from dlbench.train.progress import EpochLines, is_terminal
+from dlbench.train.target import (
     Target,
-    _argument_error_text,
+    argument_error_text,
     linked_attributes,
     model_class_of,
+    parse_target,
     trainer_defaults,
 )
-from dlbench.tensorboard import RunLogger
 
 
 class _NoAdverts(logging.Filter):
@@ -112,7 +115,8 @@ class DlbenchCLI(LightningCLI):
         configured = config.get("callbacks") or []
         wants_bar = config.get("enable_progress_bar", True) is not False
         if wants_bar and not any(isinstance(c, ProgressBar) for c in [*configured, *callbacks]):
-            callbacks.append(TQDMProgressBar(refresh_rate=10))  # refreshing every step costs time on small models
+            # Refreshing every step costs time on small models; into a file or pipe, a bar's refreshes are noise.
+            callbacks.append(TQDMProgressBar(refresh_rate=10) if is_terminal() else EpochLines())
         trainer = super()._instantiate_trainer(config, callbacks)
         skip_inherited_batch_hooks(trainer.callbacks)
         if isinstance(trainer.logger, RunLogger) and cfg.get("log_graph") is False:
@@ -221,44 +225,6 @@ def _exception_chain(err: BaseException) -> list[BaseException]:
     return chain
 
 
-def load_checkpoint(path: str, weights_only: bool | None) -> dict:
-    """The checkpoint at ``path``, loaded without running code unless the user opted in; a DlbenchError that
-    says what is wrong with a missing, corrupt, unsafe or foreign file."""
-    import torch
-
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only is not False)
-    except FileNotFoundError:
-        raise DlbenchError(f"checkpoint {path} does not exist. Check the path (runs keep theirs in "
-                           f"lightning_logs/<plugin>/version_N/checkpoints/).") from None
-    except pickle.UnpicklingError as err:
-        if "Weights only load failed" not in str(err):
-            raise DlbenchError(f"checkpoint {path} is corrupt or not a checkpoint at all ({str(err)[:120]}). Use "
-                               f"another checkpoint, e.g. the run's last.ckpt or best-*.ckpt.") from None
-        blocked = next((ln for ln in str(err).splitlines() if "GLOBAL" in ln), "").strip()
-        raise DlbenchError(f"checkpoint {path} holds Python objects beyond tensors and plain data, so loading it "
-                           f"could run code; dlbench refused to load it ({blocked[:160]}). If you trust where it "
-                           f"came from, add --weights_only false.") from None
-    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError) as err:
-        raise DlbenchError(f"checkpoint {path} is corrupt or truncated ({str(err).splitlines()[0][:200]}). Use "
-                           f"another checkpoint, e.g. the run's last.ckpt or best-*.ckpt.") from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise DlbenchError(f"{path} is not a Lightning checkpoint (it has no state_dict). Use a .ckpt file written "
-                           f"by dlbench fit.")
-    return checkpoint
-
-
-def check_fits(path: str, checkpoint: dict, model: L.LightningModule) -> None:
-    """Fail early when a checkpoint's weights are not those of ``model`` (another plugin, other sizes)."""
-    expected, saved = set(model.state_dict()), set(checkpoint["state_dict"])
-    missing, unexpected = expected - saved, saved - expected
-    if missing or unexpected:
-        saved_by = checkpoint.get("hyper_parameters", {}).get("_class_path", "another model")
-        raise DlbenchError(f"checkpoint {path} does not fit {type(model).__name__}: it was saved by {saved_by} "
-                           f"({len(missing)} weights missing, {len(unexpected)} unexpected, e.g. "
-                           f"{sorted(missing or unexpected)[0]!r}). Use a checkpoint of the same plugin and sizes.")
-
-
 def check_log_dir(trainer: L.Trainer) -> None:
     """Fail before training when the run directory cannot be written, not after an epoch of work."""
     logger = trainer.logger
@@ -317,10 +283,21 @@ def make_cli(target: Target, args: list[str], run: bool = True) -> DlbenchCLI:
             run=run,
         )
     except ArgumentError as err:
-        raise DlbenchError(f"bad argument: {_argument_error_text(str(err))}. "
+        raise DlbenchError(f"bad argument: {argument_error_text(str(err))}. "
                            f"Run 'dlbench info {target.name}' or '{prog} --help' for the accepted arguments.") from err
 
 
 def build_cli(subcommand: str, target: Target) -> int:
     make_cli(target, [subcommand, *target.args])
     return 0
+
+
+def build(name: str, *args: str, log_dir: Path | None = None):
+    """Model, datamodule and trainer of plugin ``name`` as ``dlbench fit --model name ARGS`` would make them, runs
+    logged under ``log_dir`` (default ``./lightning_logs``); nothing is trained."""
+    root = log_dir or Path.cwd() / "lightning_logs"
+    # default_root_dir: fast_dev_run turns the logger off, and checkpoints would otherwise land in the cwd.
+    target = parse_target("fit", ["--model", name, "--trainer.default_root_dir", str(root), *args])
+    with using_log_root(root):
+        cli = make_cli(target, target.args, run=False)
+    return cli.model, cli.datamodule, cli.trainer

@@ -8,7 +8,7 @@
 Every trial is an ordinary ``dlbench fit`` run in its own process (``lightning_logs/<plugin>/sweep-<name>-trial_N``,
 with its config.yaml, checkpoints and TensorBoard events), started with the sampled arguments. Its objective is the
 best value of ``--metric`` it logged (the plugin's monitor by default), read back from its event files. Trials report
-each validation to the study through :class:`dlbench.pruning.OptunaPruning`, so the pruner stops poor ones early.
+each validation to the study through :class:`dlbench.tools.pruning.OptunaPruning`, so the pruner stops poor ones early.
 
 The study lives in a database: a SQLite file in the sweep directory by default, any SQLAlchemy URL with
 ``--storage``. Running the same command again continues the study: finished trials stay as they are, a trial that
@@ -42,9 +42,10 @@ from typing import Any
 
 import yaml
 
-from dlbench import registry
-from dlbench.errors import DlbenchError
-from dlbench.runner import LOG_DIR
+from dlbench.core import registry
+from dlbench.core.conventions import log_root
+from dlbench.core.errors import DlbenchError
+from dlbench.runs.directory import pid_alive
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "none")
@@ -232,16 +233,6 @@ class Sweep:
 
 # --- the study ---------------------------------------------------------------------------------------------------
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _make_sampler(sweep: Sweep, offset: int):
     import optuna
 
@@ -274,7 +265,7 @@ def open_study(sweep: Sweep):
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
-    from dlbench.pruning import storage_for
+    from dlbench.tools.pruning import storage_for
 
     sweep.directory.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -317,7 +308,7 @@ def recover_interrupted(study, storage) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
         pid = int(attrs.get("pid", 0))
-        if attrs.get("host") != host or pid <= 0 or _pid_alive(pid):
+        if attrs.get("host") != host or pid <= 0 or pid_alive(pid):
             continue  # another live sweep works on it, or another machine: not ours to judge
         _interrupted(study, storage, trial)
         recovered.append(trial.number)
@@ -366,7 +357,7 @@ class Runner:
         self.children: dict[int, subprocess.Popen] = {}
         self.fatal: str | None = None
         self.started = 0
-        self.log_root = Path(os.environ.get("DLBENCH_LOG_DIR", LOG_DIR))
+        self.log_root = Path(log_root())
 
     def _next_trial(self):
         with self.lock:
@@ -408,9 +399,9 @@ class Runner:
 
         sweep = self.sweep
         run_dir = self._run_dir(trial.number)
-        logger = {"class_path": "dlbench.tensorboard.RunLogger",
+        logger = {"class_path": "dlbench.train.logger.RunLogger",
                   "init_args": {"save_dir": str(self.log_root), "name": sweep.plugin_name, "version": run_dir.name}}
-        pruning = {"class_path": "dlbench.pruning.OptunaPruning",
+        pruning = {"class_path": "dlbench.tools.pruning.OptunaPruning",
                    "init_args": {"storage": sweep.storage, "study_name": sweep.name, "trial_id": trial._trial_id,
                                  "monitor": sweep.metric}}
         command = sweep.fit_command(trial.params)
@@ -454,7 +445,7 @@ class Runner:
             return TrialState.FAIL, None, reason
         if not run_dir.is_dir():
             return TrialState.FAIL, None, f"the run wrote no directory {run_dir}"
-        from dlbench.runs import read_scalars
+        from dlbench.runs.run import read_scalars
 
         scalars = read_scalars(run_dir)
         if sweep.metric not in scalars:
@@ -664,19 +655,3 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="after --: arguments every trial's dlbench fit gets, e.g. -- --trainer.max_epochs 5")
     p.set_defaults(func=cmd_sweep)
     return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m dlbench.sweep ...``: the subcommand on its own."""
-    parser = argparse.ArgumentParser(prog="dlbench")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except DlbenchError as err:
-        print(f"dlbench: error: {err}", file=sys.stderr)
-        return err.exit_code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

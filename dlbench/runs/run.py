@@ -1,31 +1,28 @@
 """Reading runs back: scalars, hyperparameters and status of run directories, through TensorBoard's own reader.
 
 A run directory is what ``dlbench fit`` writes, ``lightning_logs/<plugin>/version_N/``: event files, ``hparams.yaml``,
-``config.yaml``, ``status.json`` (see :class:`dlbench.callbacks.RunStatus`) and ``checkpoints/``. Reading imports
+``config.yaml``, ``status.json`` (see :class:`dlbench.train.callbacks.RunStatus`) and ``checkpoints/``. Reading imports
 TensorBoard but never torch; only :func:`checkpoint_params`, the fallback for runs that did not log their parameter
 count, loads torch.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import re
-import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from dlbench.errors import DlbenchError
+from dlbench.core.conventions import CONFIG_FILE, EVENTS_PREFIX, HPARAMS_FILE, PARAMS_TAG, STATUS_FILE
+from dlbench.core.errors import DlbenchError
+from dlbench.runs.directory import process_gone, read_status
 
-EVENTS_PREFIX = "events.out.tfevents"
-RUN_FILES = ("status.json", "hparams.yaml", "config.yaml")
-PARAMS_TAG = "model/params"
-"""Scalar logged once by :class:`dlbench.monitor.TrainingSpeed`: the model's parameter count."""
+RUN_FILES = (STATUS_FILE, HPARAMS_FILE, CONFIG_FILE)
 _VERSION_DIR = re.compile(r"^version_\d+$")
 
 # Lower is better for these metric names, higher for the second list; matched against the last part of a tag
@@ -66,7 +63,7 @@ def metric_mode(tag: str, plugin: str | None = None) -> str:
 
 
 def _plugin_spec(name: str):  # -> dlbench.Plugin | None, without failing on unknown, broken or ambiguous names
-    from dlbench import registry
+    from dlbench.core import registry
 
     found = [e.spec for e in registry.entries(registry.PLUGINS) if e.name == name and e.spec is not None]
     return found[0] if found else None
@@ -87,7 +84,7 @@ class Run:
     metrics: list[str] = field(default_factory=list)
     """The metric tags of the run's HParams summary; the first is the checkpoint monitor."""
     info: dict[str, Any] = field(default_factory=dict)
-    """``status.json`` as written by :class:`dlbench.callbacks.RunStatus`."""
+    """``status.json`` as written by :class:`dlbench.train.callbacks.RunStatus`."""
     config_monitor: str | None = None
 
     @property
@@ -297,35 +294,13 @@ def _read_yaml(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _read_status(path: Path) -> tuple[dict, str]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}, ""
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return {}, f"status.json unreadable: {err}"
-    return (data, "") if isinstance(data, dict) else ({}, "status.json is not a JSON object")
-
-
-def _process_gone(info: dict) -> bool:
-    """True when a run marked running was started on this host by a process that no longer exists."""
-    from dlbench.runner import _pid_alive
-
-    if info.get("host") != socket.gethostname():
-        return False
-    try:
-        return not _pid_alive(int(info.get("pid", -1)))
-    except (TypeError, ValueError):
-        return False
-
-
 def read_run(run_dir: str | Path) -> Run:
     """Everything :func:`find_runs` found in one run directory. Never raises for a damaged run: what cannot be read
     is reported in ``status`` and ``problem``."""
     path = Path(run_dir)
-    info, status_problem = _read_status(path / "status.json")
+    info, status_problem = read_status(path / STATUS_FILE)
     run = Run(path=path, status=str(info.get("status") or "unknown"), info=info, problem=status_problem)
-    if run.status == "running" and _process_gone(info):
+    if run.status == "running" and process_gone(info):
         run.status, run.problem = "killed", f"process {info.get('pid')} is gone; the run never finished"
     elif run.status == "failed":
         run.problem = str(info.get("error") or "")

@@ -10,3 +10,10 @@ class DlbenchError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def first_line(err: BaseException) -> str:
+    """``"Type: first line of the message"``, at most 300 characters of it: how a foreign exception is quoted in
+    a one-paragraph error."""
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    return f"{type(err).__name__}: {lines[0][:300] if lines else ''}"

@@ -20,10 +20,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlbench.errors import DlbenchError
+from dlbench.core.errors import DlbenchError
 
 if TYPE_CHECKING:
-    from dlbench.runs import Run
+    from dlbench.runs.run import Run
 
 FORMATS = ("table", "csv", "markdown", "json")
 _SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".md": "markdown", ".markdown": "markdown"}
@@ -359,7 +359,7 @@ def _print(text: str) -> None:
 # ---- the command --------------------------------------------------------------------------------------------------
 
 def main(args: argparse.Namespace) -> int:
-    from dlbench.runs import find_runs, params_of, read_run
+    from dlbench.runs.run import find_runs, params_of, read_run
 
     paths = args.paths or ["lightning_logs"]
     if not args.paths and not Path("lightning_logs").exists():

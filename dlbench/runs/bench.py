@@ -22,10 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dlbench.errors import DlbenchError
+from dlbench.core.conventions import DEFAULT_SEED, GPU_MEMORY_TAG, SPEED_TAG, log_root
+from dlbench.core.errors import DlbenchError
 
-SPEED_TAG = "train/samples_per_second"
-GPU_MEMORY_TAG = "train/peak_memory_mb"
 _ERROR_PREFIX = "dlbench: error: "
 
 
@@ -65,7 +64,8 @@ class Result:
     """Seconds from the start of training to the validation at which the monitor first reached its best."""
     samples_per_second: float | None = None
     speed_source: str = ""
-    """logged (train/samples_per_second of dlbench.monitor.TrainingSpeed) or estimate (steps x batch size / time)."""
+    """logged (train/samples_per_second of dlbench.train.monitor.TrainingSpeed) or estimate (steps x batch size /
+    time)."""
     params: int | None = None
     peak_rss_mb: float | None = None
     peak_gpu_mb: float | None = None
@@ -81,7 +81,7 @@ def models_for(args: argparse.Namespace) -> list[str]:
         if not models:
             raise DlbenchError("--models is empty; give plugin names such as --models lstm,rnn.")
         return list(dict.fromkeys(models))
-    from dlbench import registry
+    from dlbench.core import registry
 
     working = [e for e in registry.entries(registry.PLUGINS) if e.spec is not None]
     models = [e.name for e in working if e.spec.data_kind == args.kind]
@@ -92,7 +92,6 @@ def models_for(args: argparse.Namespace) -> list[str]:
 
 
 def seeds_for(text: str) -> list[int]:
-    from dlbench.runner import DEFAULT_SEED
 
     try:
         if "," in text:
@@ -185,8 +184,8 @@ def run_one(model: str, seed: int, args: argparse.Namespace, logs: Path) -> Resu
                 proc.wait()
             raise
     result = Result(model=model, seed=seed, status="ok", wall_seconds=time.time() - start, peak_rss_mb=rss)
-    log_root = Path(os.environ.get("DLBENCH_LOG_DIR", "lightning_logs"))
-    run_dir = find_run_dir(log_root, proc.pid, start, err_log)
+    logs_root = Path(log_root())
+    run_dir = find_run_dir(logs_root, proc.pid, start, err_log)
     if proc.returncode != 0:
         result.status = "interrupted" if proc.returncode == 130 else "failed"
         result.reason = _last_line(err_log) or f"exit code {proc.returncode}"
@@ -196,13 +195,13 @@ def run_one(model: str, seed: int, args: argparse.Namespace, logs: Path) -> Resu
         result.run_dir = str(run_dir)
         _measure(result, run_dir, args)
     elif result.status == "ok":
-        result.status, result.reason = "failed", "finished without a run directory under " + str(log_root)
+        result.status, result.reason = "failed", "finished without a run directory under " + str(logs_root)
     return result
 
 
 def _score_metric(model: str) -> tuple[str | None, str | None]:
     """The plugin's score metric (else its monitor) and the monitor, from its spec."""
-    from dlbench import registry
+    from dlbench.core import registry
 
     try:
         spec = registry.plugin(model)
@@ -212,7 +211,7 @@ def _score_metric(model: str) -> tuple[str | None, str | None]:
 
 
 def _measure(result: Result, run_dir: Path, args: argparse.Namespace) -> None:
-    from dlbench.runs import params_of, read_run
+    from dlbench.runs.run import params_of, read_run
 
     run = read_run(run_dir)
     score_tag, monitor = _score_metric(result.model)
@@ -298,7 +297,7 @@ def _pick(key: str):
 
 def _columns(rows: list[dict], marked: bool = True) -> list:
     """The leaderboard's columns; ``marked`` puts ~ before an estimated throughput (CSV has speed_source instead)."""
-    from dlbench.compare import Column
+    from dlbench.runs.compare import Column
 
     def speed(row: dict) -> Any:
         value = row.get("samples_per_second")
@@ -319,13 +318,13 @@ def _columns(rows: list[dict], marked: bool = True) -> list:
 
 
 def _machine() -> str:
-    from dlbench.machine import describe
+    from dlbench.core.machine import describe
 
     return f"{platform.node()}: {describe()}"
 
 
 def markdown_report(rows: list[dict], results: list[Result], command: str, started: str) -> str:
-    from dlbench.compare import render_markdown
+    from dlbench.runs.compare import render_markdown
 
     columns = _columns(rows)
     lines = [f"# dlbench bench, {started}", "", f"`{command}`", "", _machine(), "",
@@ -340,7 +339,7 @@ def markdown_report(rows: list[dict], results: list[Result], command: str, start
 
 
 def _run_columns():
-    from dlbench.compare import Column
+    from dlbench.runs.compare import Column
 
     keys = [("model", "text"), ("seed", "number"), ("status", "text"), ("metric", "text"), ("score", "number"),
             ("train_seconds", "seconds"), ("time_to_best", "seconds"), ("samples_per_second", "number"),
@@ -350,7 +349,7 @@ def _run_columns():
 
 
 def write_reports(out_dir: Path, rows: list[dict], results: list[Result], command: str, started: str) -> None:
-    from dlbench.compare import Column, render_csv
+    from dlbench.runs.compare import Column, render_csv
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "leaderboard.md").write_text(markdown_report(rows, results, command, started))
@@ -389,7 +388,7 @@ def main(args: argparse.Namespace) -> int:
         raise
     rows = leaderboard(results)
     write_reports(out_dir, rows, results, command, started)
-    from dlbench.compare import render_markdown
+    from dlbench.runs.compare import render_markdown
 
     print(render_markdown(rows, _columns(rows)))
     print(f"\nleaderboard: {out_dir}/leaderboard.md and leaderboard.csv; per run: {out_dir}/runs.csv; "

@@ -9,15 +9,15 @@ keep the plugin contract, and tests built on :mod:`dlbench.testing`. The files a
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from string import Template
 
-from dlbench import __version__, registry
-from dlbench.errors import DlbenchError
-from dlbench.plugin import _NAME
+from dlbench.core import registry
+from dlbench.core.conventions import VERSION as __version__
+from dlbench.core.errors import DlbenchError
+from dlbench.core.spec import NAME
 
 # Where each template goes in the new package; ``{package}`` and ``{name}`` are filled in.
 LAYOUT: dict[str, str] = {
@@ -59,12 +59,12 @@ class Names:
 
 def check_name(name: str) -> Names:
     """``name`` as a plugin name, or a DlbenchError saying what is wrong with it."""
-    if not _NAME.match(name):
+    if not NAME.match(name):
         suggestion = "_".join(part for part in "".join(c if c.isalnum() else "_" for c in name.lower()).split("_")
                               if part)
         if suggestion and not suggestion[0].isalpha():
             suggestion = f"my_{suggestion}"
-        hint = f", e.g. {suggestion!r}" if suggestion and _NAME.match(suggestion) else ""
+        hint = f", e.g. {suggestion!r}" if suggestion and NAME.match(suggestion) else ""
         raise DlbenchError(f"plugin name {name!r} is not allowed: use lower-case letters, digits and '_', starting "
                            f"with a letter{hint}. It is what users type after --model.")
     taken = [e for e in registry.entries(registry.PLUGINS) if e.name == name]
@@ -76,7 +76,7 @@ def check_name(name: str) -> Names:
 
 def render(names: Names) -> dict[str, str]:
     """The new package's files: relative path -> text."""
-    templates = files("dlbench.templates")
+    templates = files("dlbench.tools.templates")
     values = names.substitutions()
     return {path.format(package=names.package, name=names.name):
             Template(templates.joinpath(template).read_text(encoding="utf-8")).substitute(values)
@@ -130,19 +130,3 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("dir", nargs="?", default=None, help="where to write it (default: ./dlbench-<name>)")
     p.set_defaults(func=cmd_new_plugin)
     return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m dlbench.scaffold NAME [DIR]``: the subcommand on its own."""
-    parser = argparse.ArgumentParser(prog="dlbench")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["new-plugin", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except DlbenchError as err:
-        print(f"dlbench: error: {err}", file=sys.stderr)
-        return err.exit_code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -16,45 +16,22 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from dlbench import registry
-from dlbench.errors import DlbenchError
-from dlbench.plugin import import_ref
+from dlbench.core import registry
+from dlbench.core.errors import DlbenchError, first_line
+from dlbench.core.options import parse_bool
+from dlbench.runs.trained import NotExportable, TrainedRun, describe_tensors, first_batch, flat_outputs, forward_inputs
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 RTOL, ATOL = 1e-4, 1e-5
 """Tolerance of the check, as in ``torch.testing.assert_close``: ``|exported - torch| <= ATOL + RTOL * |torch|``
 for every output value. Float32 kernels of two runtimes differ by rounding, a few units in the 7th digit."""
-
-
-class NotExportable(DlbenchError):
-    """The model cannot go through the exporter; the message says why."""
-
-
-@dataclass
-class Source:
-    """What a run directory or checkpoint says about the model to export."""
-
-    checkpoint: Path
-    run_dir: Path | None
-    model_class: str
-    data_class: str | None
-    data_args: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def plugin_name(self) -> str:
-        entry = registry.entry_for_model_class(self.model_class)
-        return entry.name if entry else self.model_class.rpartition(".")[2].lower()
 
 
 @dataclass
@@ -68,151 +45,8 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
-def find_checkpoint(path: Path) -> tuple[Path, Path | None]:
-    """(checkpoint, run directory or None) for a run directory or a checkpoint file."""
-    if path.is_file():
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        return path, run_dir if (run_dir / "config.yaml").is_file() else None
-    if not path.is_dir():
-        raise DlbenchError(f"{path} does not exist. Give a run directory (lightning_logs/<plugin>/version_N) or a "
-                           f".ckpt file.")
-    best = sorted((path / "checkpoints").glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-    last = path / "checkpoints" / "last.ckpt"
-    if best:
-        return best[-1], path
-    if last.is_file():
-        return last, path
-    raise DlbenchError(f"{path} holds no checkpoints/best-*.ckpt or checkpoints/last.ckpt. Give a run directory of "
-                       f"a run that finished at least one epoch, or the .ckpt file itself.")
-
-
-def _config_section(config: dict, key: str) -> tuple[str | None, dict[str, Any]]:
-    section = config.get(key)
-    if isinstance(section, str):
-        return section, {}
-    if isinstance(section, dict) and isinstance(section.get("class_path"), str):
-        return section["class_path"], dict(section.get("init_args") or {})
-    return None, {}
-
-
-def read_source(path: str | Path, weights_only: bool = True) -> tuple[Source, dict]:
-    """The checkpoint (loaded, checked) and what it takes to rebuild its model and data module."""
-    from dlbench.lightning_cli import load_checkpoint
-
-    ckpt_path, run_dir = find_checkpoint(Path(path))
-    try:
-        checkpoint = load_checkpoint(str(ckpt_path), weights_only)
-    except DlbenchError:
-        raise
-    except Exception as err:  # torch's unpickler fails on some garbage with errors load_checkpoint does not expect
-        raise DlbenchError(f"checkpoint {ckpt_path} is corrupt or not a checkpoint at all ({_first_line(err)}). Use "
-                           f"another checkpoint, e.g. the run's last.ckpt or best-*.ckpt.") from None
-    config: dict = {}
-    if run_dir is not None:
-        try:
-            config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise DlbenchError(f"cannot read {run_dir / 'config.yaml'} ({str(err).splitlines()[0]}). Give the "
-                               f"checkpoint file instead of the run directory.") from None
-    model_class, _ = _config_section(config, "model")
-    data_class, data_args = _config_section(config, "data")
-    saved = checkpoint.get("hyper_parameters", {})
-    model_class = model_class or saved.get("_class_path")
-    if not model_class:
-        raise DlbenchError(f"{ckpt_path} does not say which model class wrote it (no config.yaml beside it and no "
-                           f"_class_path in its hyperparameters). Export a checkpoint written by dlbench fit.")
-    if data_class is None:
-        saved_data = checkpoint.get("datamodule_hyper_parameters", {})
-        data_class = saved_data.get("_class_path")
-        data_args = {k: v for k, v in saved_data.items() if not k.startswith("_")}
-    return Source(ckpt_path, run_dir, model_class, data_class, data_args), checkpoint
-
-
-def _import_class(dotted: str, what: str):
-    module, _, name = dotted.rpartition(".")
-    try:
-        return import_ref(f"{module}:{name}")
-    except (ImportError, ValueError) as err:
-        raise DlbenchError(f"cannot import the {what} class {dotted} ({err}). Install the plugin that provides it "
-                           f"('dlbench list' shows what is installed).") from None
-
-
-def load_model(source: Source, weights_only: bool = True):
-    cls = _import_class(source.model_class, "model")
-    try:
-        model = cls.load_from_checkpoint(source.checkpoint, map_location="cpu", weights_only=weights_only)
-    except (RuntimeError, KeyError, TypeError, ValueError) as err:
-        raise DlbenchError(f"cannot load {source.checkpoint} into {cls.__name__}: {str(err).splitlines()[0][:300]}. "
-                           f"Use a checkpoint written by this plugin's dlbench fit.") from None
-    return model.eval()
-
-
-def load_datamodule(source: Source):
-    """The run's data module, rebuilt from its class path and arguments, with a test split."""
-    if source.data_class is None:
-        raise DlbenchError(f"{source.checkpoint} does not say which data module the model was trained on, so there "
-                           f"is no real input to export with. Export the run directory, which has config.yaml.")
-    cls = _import_class(source.data_class, "data module")
-    try:
-        datamodule = cls(**source.data_args)
-    except (TypeError, ValueError) as err:
-        raise DlbenchError(f"cannot rebuild the data module {cls.__name__} of this run: {err}.") from None
-    if not hasattr(datamodule, "test_dataloader"):
-        raise NotExportable(f"the data module {cls.__name__} has no test split to take a real input from.")
-    return datamodule
-
-
-def real_batch(source: Source, datamodule=None):
-    """The first batch of the test split of the run's data module (or of ``datamodule``), as the model receives
-    it."""
-    from dlbench.testing import _batch
-
-    return _batch(datamodule if datamodule is not None else load_datamodule(source), "test")
-
-
-def _describe(tensors) -> str:
-    return ", ".join(f"{str(t.dtype).removeprefix('torch.')} {list(t.shape)}" if hasattr(t, "shape")
-                     else type(t).__name__ for t in tensors)
-
-
-def forward_inputs(model, batch) -> tuple:
-    """The positional inputs of ``model.forward`` taken from a data batch, matched against the model's
-    ``example_input_array`` (the same number of tensors, dimensions and kind of numbers)."""
-    import torch
-
-    example = model.example_input_array
-    if example is None:
-        raise NotExportable("its model sets no example_input_array, so which inputs forward takes is unknown. Set "
-                            "self.example_input_array in the model's __init__.")
-    if isinstance(example, dict):
-        raise NotExportable("its forward takes keyword inputs (example_input_array is a dict); the exporters here "
-                            "trace positional tensor inputs.")
-    examples = tuple(example) if isinstance(example, (tuple, list)) else (example,)
-    if isinstance(batch, torch.Tensor):
-        candidates: tuple = (batch,)
-    elif isinstance(batch, (tuple, list)):
-        candidates = tuple(batch[: len(examples)])
-    else:
-        raise NotExportable(f"its batches are {type(batch).__name__} objects, not tensors (graph data and the like); "
-                            f"the exporters trace tensor inputs only.")
-    fits = len(candidates) == len(examples) and all(
-        isinstance(c, torch.Tensor) and isinstance(e, torch.Tensor) and c.dim() == e.dim()
-        and c.is_floating_point() == e.is_floating_point() for c, e in zip(candidates, examples, strict=True))
-    if not fits:
-        raise NotExportable(f"its forward takes ({_describe(examples)}), but a test batch begins with "
-                            f"({_describe(candidates)}): what the model computes from is not what the data holds "
-                            f"(e.g. a generator's noise). Export such a model from Python with its own inputs.")
-    return candidates
-
-
-def flat_outputs(out) -> list:
-    from dlbench.testing import _flatten
-
-    return [t.detach().cpu() for t in _flatten(out)]
-
-
 @contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """The exporters' deprecation warnings and progress messages are for framework authors, not for this command."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript",
                                               "lightning.pytorch", "lightning.fabric")]
@@ -226,11 +60,6 @@ def _quiet() -> Iterator[None]:
         finally:
             for lg, level in zip(loggers, levels, strict=True):
                 lg.setLevel(level)
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-    return f"{type(err).__name__}: {lines[0][:300] if lines else ''}"
 
 
 def export_onnx(model, inputs: tuple, path: Path) -> bool:
@@ -248,13 +77,13 @@ def export_onnx(model, inputs: tuple, path: Path) -> bool:
     error: BaseException | None = None
     for shapes in attempts:
         try:
-            with _quiet(), torch.no_grad():
+            with quiet(), torch.no_grad():
                 torch.onnx.export(model, inputs, str(path), dynamo=True, dynamic_shapes=shapes, external_data=False,
                                   verbose=False, report=False)
             return shapes is not None
         except Exception as err:  # the exporter raises many kinds; the first line says what was not supported
             error = err
-    raise NotExportable(f"torch.onnx.export failed: {_first_line(error)}")
+    raise NotExportable(f"torch.onnx.export failed: {first_line(error)}")
 
 
 def _batch_size(inputs: tuple) -> int:
@@ -282,10 +111,10 @@ def export_torchscript(model, inputs: tuple, path: Path) -> bool:
         raise NotExportable("this Lightning version no longer exports TorchScript (deprecated in PyTorch); use "
                             "--format onnx.")
     try:
-        with _quiet(), torch.no_grad():
+        with quiet(), torch.no_grad():
             scripted = model.to_torchscript(method="trace", example_inputs=inputs)
     except Exception as err:  # tracing raises many kinds; the first line says what could not be traced
-        why = _first_line(err)
+        why = first_line(err)
         if "Tracing failed sanity checks" in why:
             why += (" (two traces of forward on the same input differ: its control flow depends on the data, e.g. on "
                     "padding masks; try --format onnx)")
@@ -297,7 +126,7 @@ def export_torchscript(model, inputs: tuple, path: Path) -> bool:
 def run_torchscript(path: Path, inputs: tuple) -> list:
     import torch
 
-    with _quiet(), torch.no_grad():
+    with quiet(), torch.no_grad():
         return flat_outputs(torch.jit.load(str(path), map_location="cpu")(*inputs))
 
 
@@ -309,8 +138,8 @@ def max_difference(expected: list, got: list, what: str) -> float:
     import torch
 
     if len(expected) != len(got) or any(e.shape != g.shape for e, g in zip(expected, got, strict=True)):
-        raise DlbenchError(f"the exported model's outputs on {what} ({_describe(got)}) do not match PyTorch's "
-                           f"({_describe(expected)}).", exit_code=1)
+        raise DlbenchError(f"the exported model's outputs on {what} ({describe_tensors(got)}) do not match PyTorch's "
+                           f"({describe_tensors(expected)}).", exit_code=1)
     worst = 0.0
     for e, g in zip(expected, got, strict=True):
         e, g = e.double(), g.double()
@@ -345,22 +174,22 @@ def export_model(model, inputs: tuple, fmt: str, output: Path) -> Result:
             try:
                 got_half = run(path, half)
             except Exception as err:  # the runtime rejects the shape: the trace fixed the batch size
-                notes.append(f"the batch size is fixed at {n} ({_first_line(err)[:120]})")
+                notes.append(f"the batch size is fixed at {n} ({first_line(err)[:120]})")
                 dynamic = False
             else:
                 worst = max(worst, max_difference(expected_half, got_half, f"a batch of {n // 2}"))
                 sizes = (n, n // 2)
         elif n <= 1:
             dynamic = False
-            notes.append(f"input shapes are fixed as traced ({_describe(inputs)}): the inputs share no batch "
+            notes.append(f"input shapes are fixed as traced ({describe_tensors(inputs)}): the inputs share no batch "
                          f"dimension" if n == 0 else "the batch size is fixed at 1, the size traced")
         if not dynamic and not notes:
             notes.append(f"the batch size is fixed at {n}")
         shutil.move(str(path), output)
-    return Result(output, fmt, worst, sizes, dynamic, _describe(inputs), notes)
+    return Result(output, fmt, worst, sizes, dynamic, describe_tensors(inputs), notes)
 
 
-def default_output(source: Source, fmt: str) -> Path:
+def default_output(source: TrainedRun, fmt: str) -> Path:
     if source.run_dir is not None:
         return source.run_dir / "export" / f"{source.plugin_name}{FORMATS[fmt]}"
     return source.checkpoint.with_suffix(FORMATS[fmt])
@@ -368,10 +197,10 @@ def default_output(source: Source, fmt: str) -> Path:
 
 def export(path: str | Path, fmt: str, output: str | Path | None = None, weights_only: bool = True) -> Result:
     """Export the model of a run directory or checkpoint; see the module docstring."""
-    source, _ = read_source(path, weights_only)
+    source = TrainedRun.open(path, weights_only)
     try:
-        model = load_model(source, weights_only)
-        inputs = forward_inputs(model, real_batch(source))
+        model = source.load_model(weights_only)
+        inputs = forward_inputs(model, source.real_batch())
         return export_model(model, inputs, fmt, Path(output) if output else default_output(source, fmt))
     except NotExportable as err:
         raise NotExportable(f"{source.plugin_name} cannot be exported to {fmt}: {err}") from None
@@ -394,7 +223,7 @@ def _report(result: Result, source_path: str) -> str:
 def export_all(fmt: str) -> list[tuple[str, str]]:
     """(plugin, 'ok: ...' or the reason it cannot be exported) for every installed plugin, with its tiny preset,
     untrained: exportability does not depend on the weights."""
-    from dlbench.testing import build
+    from dlbench.train.lightning_cli import build
 
     rows = []
     for entry in registry.entries(registry.PLUGINS):
@@ -403,18 +232,16 @@ def export_all(fmt: str) -> list[tuple[str, str]]:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                with _quiet():
+                with quiet():
                     model, datamodule, _ = build(entry.name, *entry.spec.tiny_args, log_dir=Path(tmp))
-                from dlbench.testing import _batch
-
-                inputs = forward_inputs(model.eval(), _batch(datamodule))
+                inputs = forward_inputs(model.eval(), first_batch(datamodule))
                 result = export_model(model, inputs, fmt, Path(tmp) / f"model{FORMATS[fmt]}")
                 rows.append((entry.name, f"ok (max abs difference {result.max_abs_diff:.2g}, batch size "
                                          f"{'dynamic' if result.dynamic_batch else 'fixed'})"))
             except DlbenchError as err:
                 rows.append((entry.name, str(err)))
             except Exception as err:  # one plugin's failure must not hide the others' results
-                rows.append((entry.name, f"failed: {_first_line(err)}"))
+                rows.append((entry.name, f"failed: {first_line(err)}"))
     return rows
 
 
@@ -433,14 +260,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("export", help="export a trained model to ONNX or TorchScript, checked on real data",
                               description="Export the model of a run (its best checkpoint, else last.ckpt) or of a "
@@ -449,25 +268,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="file format (default: onnx)")
     p.add_argument("--output", "-o", help="file to write (default: <run dir>/export/<plugin>.onnx or "
                                           "<plugin>.torchscript.pt)")
-    p.add_argument("--weights_only", type=_bool, default=True,
+    p.add_argument("--weights_only", type=parse_bool, default=True,
                    help="load checkpoints without running code (default true; false only for files you trust)")
     p.add_argument("--all", action="store_true",
                    help="try every installed plugin (tiny, untrained) and say which export and why not")
     p.set_defaults(func=cmd_export)
     return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m dlbench.export ...``: the subcommand on its own."""
-    parser = argparse.ArgumentParser(prog="dlbench")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["export", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except DlbenchError as err:
-        print(f"dlbench: error: {err}", file=sys.stderr)
-        return err.exit_code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.nn.parameter import is_lazy
 
-from dlbench.runs import PARAMS_TAG
+from dlbench.core.conventions import PARAMS_TAG
 
 
 def batch_size(batch: Any) -> int:

@@ -20,13 +20,13 @@ from typing import Any
 
 import yaml
 
-from dlbench import registry
-from dlbench.errors import DlbenchError
-from dlbench.plugin import Plugin, class_path, import_ref
+from dlbench.core import registry
+from dlbench.core.conventions import DEBUG_ENV, LAST_CHECKPOINT, log_root
+from dlbench.core.errors import DlbenchError
+from dlbench.core.spec import Plugin, class_path, import_ref
+from dlbench.runs.directory import RunDir, pid_alive
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-DEFAULT_SEED = 42
-LOG_DIR = "lightning_logs"
 _MODEL, _DATA = object(), object()  # placeholders for the values of --model and --data while the line is read
 
 
@@ -84,52 +84,81 @@ def _config_model_class(config_files: list[str]) -> str | None:
     return found
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def resume_args(run_dir: str) -> tuple[list[str], str | None]:
     """Arguments that continue the run in ``run_dir`` from its last checkpoint, logging into the same directory;
     or, for a finished run, no arguments and the message saying so."""
-    run = Path(run_dir)
-    config = run / "config.yaml"
-    if not run.is_dir():
-        raise DlbenchError(f"run directory {run} does not exist. --resume takes a run directory such as "
+    run = RunDir(Path(run_dir))
+    if not run.path.is_dir():
+        raise DlbenchError(f"run directory {run.path} does not exist. --resume takes a run directory such as "
                            f"lightning_logs/lstm/version_0.")
-    if not config.is_file():
-        raise DlbenchError(f"{run} has no config.yaml, so it is not a dlbench run directory (or it stopped before "
-                           f"training began). Start the run again instead.")
-    status_file = run / "status.json"
-    status = json.loads(status_file.read_text()) if status_file.is_file() else {}
+    if not run.config_file.is_file():
+        raise DlbenchError(f"{run.path} has no config.yaml, so it is not a dlbench run directory (or it stopped "
+                           f"before training began). Start the run again instead.")
+    config = run.config_file
+    status = run.status()
     if status.get("status") == "finished":
-        return [], (f"run {run} already finished ({status.get('epochs', '?')} epochs, {status.get('steps', '?')} "
+        return [], (f"run {run.path} already finished ({status.get('epochs', '?')} epochs, {status.get('steps', '?')} "
                     f"steps); nothing to resume. To train it further: dlbench fit --config {config} "
-                    f"--ckpt_path {run / 'checkpoints' / 'last.ckpt'} --trainer.max_epochs N")
-    if status.get("status") == "running" and status.get("host") == socket.gethostname() \
-            and _pid_alive(int(status.get("pid", -1))) and int(status.get("pid", -1)) != os.getpid():
-        raise DlbenchError(f"run {run} is still running (process {status['pid']}); stop it first (Ctrl-C or kill "
-                           f"{status['pid']}), then resume.")
-    last = run / "checkpoints" / "last.ckpt"
-    if not last.is_file():
-        raise DlbenchError(f"run {run} has no checkpoint to resume from (it stopped before its first epoch ended). "
-                           f"Start it again with: dlbench fit --config {config}")
-    logger = (yaml.safe_load(config.read_text()) or {}).get("trainer", {}).get("logger")
+                    f"--ckpt_path {run.checkpoint_dir / LAST_CHECKPOINT} --trainer.max_epochs N")
+    pid = int(status.get("pid", -1))
+    if status.get("status") == "running" and status.get("host") == socket.gethostname() and pid_alive(pid) \
+            and pid != os.getpid():
+        raise DlbenchError(f"run {run.path} is still running (process {pid}); stop it first (Ctrl-C or kill {pid}), "
+                           f"then resume.")
+    last = run.last_checkpoint
+    if last is None:
+        raise DlbenchError(f"run {run.path} has no checkpoint to resume from (it stopped before its first epoch "
+                           f"ended). Start it again with: dlbench fit --config {config}")
+    logger = run.config().get("trainer", {}).get("logger")
     if not isinstance(logger, dict) or "class_path" not in logger:
-        raise DlbenchError(f"run {run} was not logged with a TensorBoard logger, so it cannot continue in place. "
+        raise DlbenchError(f"run {run.path} was not logged with a TensorBoard logger, so it cannot continue in place. "
                            f"Use dlbench fit --config {config} --ckpt_path {last} instead.")
     import torch
 
     step = int(torch.load(last, map_location="cpu", weights_only=True).get("global_step", 0))
     # Same directory, same version; TensorBoard discards events of the dead process logged after the checkpoint.
-    logger["init_args"] = {**logger.get("init_args", {}), "save_dir": str(run.parent.parent), "name": run.parent.name,
-                           "version": run.name, "purge_step": step + 1}
+    logger["init_args"] = {**logger.get("init_args", {}), "save_dir": str(run.path.parent.parent),
+                           "name": run.path.parent.name, "version": run.path.name, "purge_step": step + 1}
     return ["--config", str(config), "--ckpt_path", str(last), "--trainer.logger", json.dumps(logger)], None
+
+
+def _take_option(args: list[str], flag: str) -> tuple[str | None, list[str]]:
+    """The value of the first ``flag VALUE`` / ``flag=VALUE`` in ``args``, and ``args`` without it."""
+    for i in range(len(args)):
+        value, used = _option_value(args, i, flag)
+        if used:
+            return value, args[:i] + args[i + used :]
+    return None, args
+
+
+def run_args(subcommand: str, args: list[str]) -> list[str]:
+    """``--run RUN_DIR`` becomes the run's own config file, and ``--ckpt_path best|last`` the run's file of that
+    name, whenever the command points at a run (``--run`` or ``--config RUN_DIR/config.yaml``): a run trained in
+    another process is evaluated by name, as Lightning does only inside the process that trained it."""
+    run_dir, args = _take_option(args, "--run")
+    run = None
+    if run_dir is not None:
+        if subcommand == "fit":
+            raise DlbenchError("--run goes with validate, test and predict; to continue training a run use "
+                               "dlbench fit --resume RUN_DIR.")
+        run = RunDir.of(run_dir)
+        if not run.config_file.is_file():
+            raise DlbenchError(f"{run_dir} is not a run directory: it has no config.yaml. --run takes a directory "
+                               f"such as lightning_logs/lstm/version_0.")
+        args = ["--config", str(run.config_file), *args]
+    ckpt, rest = _take_option(args, "--ckpt_path")
+    if run is None:
+        configs = [v for i in range(len(args)) for flag in ("--config", "-c")
+                   for v, used in [_option_value(args, i, flag)] if used]
+        found = [r for r in map(RunDir.of_config, configs) if r is not None]
+        run = found[-1] if found else None
+    if run is not None and (ckpt in ("best", "last") or ckpt is None and run_dir is not None):
+        return [*rest, "--ckpt_path", str(run.checkpoint(ckpt or "best"))]
+    if ckpt in ("best", "last") and subcommand != "fit":
+        raise DlbenchError(f"--ckpt_path {ckpt} needs the run it belongs to: add --run "
+                           f"lightning_logs/<plugin>/version_N (or --config of that run's config.yaml), or give the "
+                           f"checkpoint file itself.")
+    return args
 
 
 def parse_target(subcommand: str, args: list[str]) -> Target:
@@ -142,6 +171,8 @@ def parse_target(subcommand: str, args: list[str]) -> Target:
                 raise DlbenchError("--resume goes with fit: dlbench fit --resume RUN_DIR")
             resume, args = value, args[:i] + args[i + used :]
             break
+    if resume is None:
+        args = run_args(subcommand, args)
     if resume is not None:
         extra, done = resume_args(resume)
         if done:
@@ -218,7 +249,7 @@ def _type_name(text: str) -> str:
     return re.sub(r"typing\.Literal\[(.*)\]", r"one of \1", text)
 
 
-def _argument_error_text(message: str) -> str:
+def argument_error_text(message: str) -> str:
     """One sentence from jsonargparse's nested union errors: which argument, what was given, what is expected."""
     keys = re.findall(r'Parser key "([^"]+)"', message)
     key = ".".join(keys)
@@ -238,18 +269,8 @@ def _argument_error_text(message: str) -> str:
     return message.strip().splitlines()[0]
 
 
-def run(subcommand: str, args: list[str]) -> int:
-    target = parse_target(subcommand, args)
-    if target.done:
-        print(target.done)
-        return 0
-    from dlbench.lightning_cli import build_cli  # imports torch and Lightning: only now that the target is known
-
-    return build_cli(subcommand, target)
-
-
 def linked_attributes(plugin: Plugin | None, model_class: type) -> list[str]:
-    """Model ``__init__`` arguments the data provides (see :data:`dlbench.plugin.DATA_KINDS`)."""
+    """Model ``__init__`` arguments the data provides (see :data:`dlbench.core.spec.DATA_KINDS`)."""
     if plugin is None:
         return []
     params = inspect.signature(model_class.__init__).parameters
@@ -258,10 +279,10 @@ def linked_attributes(plugin: Plugin | None, model_class: type) -> list[str]:
 
 def trainer_defaults(target: Target) -> dict[str, Any]:
     defaults: dict[str, Any] = {
-        "logger": {"class_path": "dlbench.tensorboard.RunLogger",
-                   "init_args": {"save_dir": os.environ.get("DLBENCH_LOG_DIR", LOG_DIR), "name": target.name}},
+        "logger": {"class_path": "dlbench.train.logger.RunLogger",
+                   "init_args": {"save_dir": log_root(), "name": target.name}},
         "log_every_n_steps": 10,
-        "plugins": [{"class_path": "dlbench.checkpoint_io.AtomicCheckpointIO"}],
+        "plugins": [{"class_path": "dlbench.train.checkpoint_io.AtomicCheckpointIO"}],
     }
     if target.plugin is not None:
         defaults.update(target.plugin.trainer_defaults)
@@ -273,7 +294,7 @@ def model_class_of(target: Target) -> type:
 
 
 def debug_enabled(argv: list[str]) -> bool:
-    return "--debug" in argv or bool(os.environ.get("DLBENCH_DEBUG"))
+    return "--debug" in argv or bool(os.environ.get(DEBUG_ENV))
 
 
 def stderr(message: str) -> None:

@@ -8,7 +8,7 @@ on the devices named, autocast is switched off for that one call and its floatin
 rest of the model keeps running in reduced precision. On other devices (CUDA, whose cuDNN RNNs take fp16 and bf16)
 nothing changes::
 
-    from dlbench.precision import full_precision
+    from dlbench.train.precision import full_precision
 
     def forward(self, x):
         out, _ = full_precision(self.lstm, x)  # float32 on CPU under bf16-mixed, reduced precision on CUDA
@@ -93,4 +93,4 @@ def reduced_precision_hint(err: BaseException, precision: str | None) -> str | N
         return None
     return (f"a layer of this model has no {precision} kernel on this device. Train in full precision "
             f"(--trainer.precision 32-true), or, in the plugin, run that layer through "
-            f"dlbench.precision.full_precision (e.g. out, _ = full_precision(self.lstm, x))")
+            f"dlbench.train.precision.full_precision (e.g. out, _ = full_precision(self.lstm, x))")

@@ -44,20 +44,12 @@ import yaml
 from lightning.pytorch.callbacks import Callback, ModelPruning
 from torch import nn
 
-from dlbench import registry
-from dlbench.errors import DlbenchError
-from dlbench.export import (
-    NotExportable,
-    Source,
-    _bool,
-    _first_line,
-    _quiet,
-    forward_inputs,
-    load_datamodule,
-    load_model,
-    read_source,
-    real_batch,
-)
+from dlbench.core import registry
+from dlbench.core.errors import DlbenchError, first_line
+from dlbench.core.options import parse_bool
+from dlbench.core.spec import import_class
+from dlbench.runs.trained import NotExportable, TrainedRun, check_fits, forward_inputs, load_checkpoint
+from dlbench.tools.export import quiet
 
 METHODS = ("prune", "quantize", "distill")
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase)
@@ -80,8 +72,6 @@ class InitialWeights(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        from dlbench.lightning_cli import check_fits, load_checkpoint
-
         saved = load_checkpoint(self.checkpoint, True)
         check_fits(self.checkpoint, saved, pl_module)
         pl_module.load_state_dict(saved["state_dict"])
@@ -152,8 +142,8 @@ class Distillation(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        source, _ = read_source(self.teacher_path)
-        self.teacher = load_model(source).requires_grad_(False)
+        source = TrainedRun.open(self.teacher_path)
+        self.teacher = source.load_model().requires_grad_(False)
         caught: list[torch.Tensor] = []
         self._hook = pl_module.register_forward_hook(lambda module, inputs, out: caught.append(out))
         own_step = pl_module.training_step
@@ -256,7 +246,7 @@ def latency_ms(model: nn.Module, inputs: tuple, threads: int, repeats: int) -> f
 
 def test_metrics(model: L.LightningModule, datamodule: L.LightningDataModule) -> dict[str, float]:
     """The plugin's own test metrics on its test split, through ``Trainer.test`` on CPU."""
-    with _quiet():
+    with quiet():
         trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False)
         (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
@@ -323,7 +313,7 @@ def measure(name: str, model: L.LightningModule, datamodule, inputs: tuple, thre
                latency_ms(model, inputs, threads, repeats), count_parameters(model, nonzero=True))
 
 
-def _metric_name(source: Source, metrics: dict[str, float]) -> tuple[str, str]:
+def _metric_name(source: TrainedRun, metrics: dict[str, float]) -> tuple[str, str]:
     """(test metric, mode): the monitor's test counterpart, else the plugin's score, else the first test metric."""
     entry = registry.entry_for_model_class(source.model_class)
     spec = entry.spec if entry else None
@@ -357,8 +347,8 @@ def quantize_model(model: nn.Module, dtype: str = "qint8") -> nn.Module:
 def load_quantized(checkpoint: str | Path, state_dict: str | Path, dtype: str = "qint8") -> nn.Module:
     """The model of ``checkpoint`` (a run directory or .ckpt), quantized as ``dlbench compress --method quantize``
     did, with the quantized weights it saved in ``state_dict`` (its model.pt)."""
-    source, _ = read_source(checkpoint)
-    model = quantize_model(load_model(source), dtype)
+    source = TrainedRun.open(checkpoint)
+    model = quantize_model(source.load_model(), dtype)
     # Packed int8 weights unpickle through torch.ops, which weights_only=True refuses: load only files you trust.
     model.load_state_dict(torch.load(state_dict, map_location="cpu", weights_only=False))
     return model.eval()
@@ -371,10 +361,10 @@ def _inputs(model: L.LightningModule, batch: Any, plugin: str, why: str) -> tupl
         raise DlbenchError(f"{plugin} cannot be {why}: {err}") from None
 
 
-def run_quantize(args: argparse.Namespace, source: Source) -> Report:
-    datamodule = load_datamodule(source)
-    before = load_model(source, args.weights_only)
-    inputs = _inputs(before, real_batch(source, datamodule), source.plugin_name, "measured on a tensor batch")
+def run_quantize(args: argparse.Namespace, source: TrainedRun) -> Report:
+    datamodule = source.load_datamodule()
+    before = source.load_model(args.weights_only)
+    inputs = _inputs(before, source.real_batch(datamodule), source.plugin_name, "measured on a tensor batch")
     quantized = quantize_model(before, args.dtype)
     converted = [n for n, m in quantized.named_modules() if isinstance(m, QUANTIZED)]
     share = sum(p.numel() for n, m in before.named_modules() if n in converted for p in m.parameters())
@@ -384,7 +374,7 @@ def run_quantize(args: argparse.Namespace, source: Source) -> Report:
     except DlbenchError:
         raise
     except Exception as err:  # e.g. model code reading layer.weight, which quantized layers hold packed
-        raise DlbenchError(f"the quantized {source.plugin_name} fails on its test split ({_first_line(err)}): its "
+        raise DlbenchError(f"the quantized {source.plugin_name} fails on its test split ({first_line(err)}): its "
                            f"code uses a layer in a way quantized layers do not support. Prune or distill it "
                            f"instead.") from None
     output = _output_dir(args, source.run_dir / "compress" / "quantize" if source.run_dir
@@ -395,7 +385,7 @@ def run_quantize(args: argparse.Namespace, source: Source) -> Report:
              f"{share:,} of {row_before.params:,} parameters ({share / row_before.params:.0%})",
              "file: the model's state dict saved with torch.save (before float32); gzip: the same bytes gzipped",
              f"before: {source.checkpoint}",
-             f"after: {output / 'model.pt'} (load it with dlbench.compress.load_quantized(before, after"
+             f"after: {output / 'model.pt'} (load it with dlbench.tools.compress.load_quantized(before, after"
              f"{'' if args.dtype == 'qint8' else ', dtype=' + repr(args.dtype)}))"]
     if args.dtype == "float16":
         notes.append("float16 weights are packed for the fp16 kernels in memory but torch.save writes them unpacked "
@@ -406,8 +396,8 @@ def run_quantize(args: argparse.Namespace, source: Source) -> Report:
 
 def _fit(args: list[str], config: dict) -> Path:
     """Run ``dlbench fit --config CONFIG ARGS`` in this process; the new run's directory."""
-    from dlbench.lightning_cli import make_cli
-    from dlbench.runner import parse_target
+    from dlbench.train.lightning_cli import make_cli
+    from dlbench.train.target import parse_target
 
     with tempfile.TemporaryDirectory(prefix="dlbench-compress-") as tmp:
         path = Path(tmp) / "config.yaml"
@@ -419,14 +409,12 @@ def _fit(args: list[str], config: dict) -> Path:
     return Path(cli.trainer.logger.log_dir)
 
 
-def _log_root(source: Source) -> Path:
-    import os
-
-    from dlbench.runner import LOG_DIR
+def _log_root(source: TrainedRun) -> Path:
+    from dlbench.core.conventions import log_root
 
     if source.run_dir is not None:
         return source.run_dir.parent.parent
-    return Path(os.environ.get("DLBENCH_LOG_DIR", LOG_DIR))
+    return Path(log_root())
 
 
 def _logger(root: Path, name: str, version: str) -> dict:
@@ -434,26 +422,25 @@ def _logger(root: Path, name: str, version: str) -> dict:
     while (root / name / version).exists():
         n += 1
         version = f"{base}-{n}"
-    return {"class_path": "dlbench.tensorboard.RunLogger",
+    return {"class_path": "dlbench.train.logger.RunLogger",
             "init_args": {"save_dir": str(root), "name": name, "version": version}}
 
 
-def _source_config(source: Source, checkpoint: dict) -> dict:
+def _source_config(source: TrainedRun, checkpoint: dict) -> dict:
     """The run's config.yaml, or for a checkpoint on its own, one made from the class paths and arguments it holds."""
     if source.run_dir is not None:
         return yaml.safe_load((source.run_dir / "config.yaml").read_text()) or {}
-    from dlbench.export import _import_class
-    from dlbench.runner import linked_attributes
+    from dlbench.train.target import linked_attributes
 
     entry = registry.entry_for_model_class(source.model_class)
-    linked = set(linked_attributes(entry.spec if entry else None, _import_class(source.model_class, "model")))
+    linked = set(linked_attributes(entry.spec if entry else None, import_class(source.model_class, "model")))
     model_args = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items()
                   if not k.startswith("_") and k not in linked}
     return {"model": {"class_path": source.model_class, "init_args": model_args},
             "data": {"class_path": source.data_class, "init_args": source.data_args}}
 
 
-def run_prune(args: argparse.Namespace, source: Source, checkpoint: dict) -> Report:
+def run_prune(args: argparse.Namespace, source: TrainedRun, checkpoint: dict) -> Report:
     config = _source_config(source, checkpoint)
     trainer = dict(config.get("trainer") or {})
     root = _log_root(source)
@@ -461,18 +448,18 @@ def run_prune(args: argparse.Namespace, source: Source, checkpoint: dict) -> Rep
     trainer["logger"] = _logger(root, source.plugin_name, version)
     keep = [c for c in trainer.get("callbacks") or [] if "OptunaPruning" not in str(c)]  # not a sweep trial again
     trainer["callbacks"] = [*keep,
-                            {"class_path": "dlbench.compress.InitialWeights",
+                            {"class_path": "dlbench.tools.compress.InitialWeights",
                              "init_args": {"checkpoint": str(source.checkpoint.resolve())}},
-                            {"class_path": "dlbench.compress.OneShotPruning",
+                            {"class_path": "dlbench.tools.compress.OneShotPruning",
                              "init_args": {"amount": args.amount, "scope": args.scope}}]
     trainer["max_epochs"] = args.epochs or 3
     trainer.pop("max_steps", None)
     config = {**config, "trainer": trainer, "ckpt_path": None}
     run_dir = _fit(args.fit_args, config)
-    pruned, _ = read_source(run_dir)
-    datamodule = load_datamodule(source)
-    before, after = load_model(source, args.weights_only), load_model(pruned)
-    inputs = _inputs(before, real_batch(source, datamodule), source.plugin_name, "measured on a tensor batch")
+    pruned = TrainedRun.open(run_dir)
+    datamodule = source.load_datamodule()
+    before, after = source.load_model(args.weights_only), pruned.load_model()
+    inputs = _inputs(before, source.real_batch(datamodule), source.plugin_name, "measured on a tensor batch")
     row_before = measure("before", before, datamodule, inputs, args.threads, args.repeats)
     row_after = measure("after", after, datamodule, inputs, args.threads, args.repeats)
     zeros, total = sparsity(after)
@@ -519,12 +506,12 @@ def _check_classifier(model: L.LightningModule, batch: Any, plugin: str) -> None
                            f"{what}")
 
 
-def run_distill(args: argparse.Namespace, source: Source) -> Report:
+def run_distill(args: argparse.Namespace, source: TrainedRun) -> Report:
     teacher_entry = registry.entry_for_model_class(source.model_class)
     student = registry.resolve(registry.PLUGINS, args.student or source.plugin_name).spec
-    datamodule = load_datamodule(source)
-    teacher = load_model(source, args.weights_only)
-    batch = real_batch(source, datamodule)
+    datamodule = source.load_datamodule()
+    teacher = source.load_model(args.weights_only)
+    batch = source.real_batch(datamodule)
     _check_classifier(teacher, batch, source.plugin_name)
     if student.name not in classifiers():
         raise DlbenchError(f"student {student.name!r} is not a classifier ({student.summary}): it cannot learn from "
@@ -536,7 +523,7 @@ def run_distill(args: argparse.Namespace, source: Source) -> Report:
                            f"{teacher_entry.spec.data_kind!r} (e.g. {', '.join(_same_kind(teacher_entry))}).")
     root = _log_root(source)
     version = f"distilled-from-{source.plugin_name}-{source.run_dir.name if source.run_dir else source.checkpoint.stem}"
-    distill = {"class_path": "dlbench.compress.Distillation",
+    distill = {"class_path": "dlbench.tools.compress.Distillation",
                "init_args": {"teacher": str(source.checkpoint.resolve()), "temperature": args.temperature,
                              "alpha": args.alpha}}
     trainer: dict[str, Any] = {"logger": _logger(root, student.name, version), "callbacks": [distill]}
@@ -544,8 +531,8 @@ def run_distill(args: argparse.Namespace, source: Source) -> Report:
         trainer["max_epochs"] = args.epochs
     config = {"data": {"class_path": source.data_class, "init_args": source.data_args}, "trainer": trainer}
     run_dir = _fit(["--model", student.name, *args.fit_args], config)
-    student_source, _ = read_source(run_dir)
-    after = load_model(student_source)
+    student_source = TrainedRun.open(run_dir)
+    after = student_source.load_model()
     inputs = _inputs(teacher, batch, source.plugin_name, "measured on a tensor batch")
     row_before = measure("before", teacher, datamodule, inputs, args.threads, args.repeats)
     row_after = measure("after", after, datamodule, inputs, args.threads, args.repeats)
@@ -599,7 +586,8 @@ def compress(args: argparse.Namespace) -> Report:
                            f"{args.alpha}.")
     if args.epochs is not None and args.epochs < 1:
         raise DlbenchError(f"--epochs must be at least 1, got {args.epochs}.")
-    source, checkpoint = read_source(args.path, args.weights_only)
+    source = TrainedRun.open(args.path, args.weights_only)
+    checkpoint = source.saved
     if args.method == "quantize":
         report = run_quantize(args, source)
     elif args.method == "prune":
@@ -638,7 +626,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=50, help="timed forward passes; the median is reported")
     p.add_argument("--output", "-o", metavar="DIR", help="where the table and model.pt go (default: <new run>/compress "
                                                          "or <run>/compress/quantize)")
-    p.add_argument("--weights_only", type=_bool, default=True,
+    p.add_argument("--weights_only", type=parse_bool, default=True,
                    help="load checkpoints without running code (default true; false only for files you trust)")
     p.set_defaults(func=cmd_compress, fit_args=[])
     return p
@@ -669,7 +657,7 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dlbench.compress ...``: the subcommand on its own."""
+    """``python -m dlbench.tools.compress ...``: the subcommand on its own."""
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except DlbenchError as err:

@@ -7,8 +7,8 @@ from typing import Any
 
 import docstring_parser
 
-from dlbench import registry
-from dlbench.plugin import import_ref
+from dlbench.core import registry
+from dlbench.core.spec import import_ref
 
 
 def arguments(cls: type) -> list[tuple[str, str, str, str]]:

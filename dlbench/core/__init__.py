@@ -1,0 +1,1 @@
+"""The plugin contract and discovery: specs, registry, errors, shared names. No torch."""

@@ -1,0 +1,1 @@
+"""Commands built on trained runs and plugins: sweep, export, compress, new-plugin."""
