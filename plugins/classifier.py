@@ -35,22 +35,31 @@ class Classifier(L.LightningModule):
         mean_loss = getattr(self, f"{stage}_loss")
         mean_loss.update(loss, weight=len(y))
         self.observe(stage, logits, y)
-        if stage == "train":  # logged once an epoch, from on_train_epoch_end
-            return loss
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
-        acc = getattr(self, f"{stage}_acc")
-        acc.update(logits, y)
-        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        if stage != "train":
+            getattr(self, f"{stage}_acc").update(logits, y)
         if stage == "test":
             self.test_acc_majority.update(y)
-            self.log("test/acc_majority", self.test_acc_majority, on_step=False, on_epoch=True)
         return loss
 
+    # Every metric is logged once an epoch, from the epoch-end hooks: the same epoch values at the same steps as an
+    # on_epoch log from each step would give, without Lightning's per-call logging cost on every batch.
+    def _log_epoch(self, stage: str) -> None:
+        if not getattr(self, f"{stage}_loss").update_called:
+            return
+        self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), prog_bar=stage != "test")
+        if stage != "train":
+            self.log(f"{stage}/acc", getattr(self, f"{stage}_acc"), prog_bar=True)
+        if stage == "test":
+            self.log("test/acc_majority", self.test_acc_majority)
+
     def on_train_epoch_end(self) -> None:
-        # The epoch mean, logged at the same step as an on_epoch log from training_step would be, without
-        # Lightning's per-call logging cost on every training batch.
-        if self.train_loss.update_called:
-            self.log("train/loss", self.train_loss, prog_bar=True)
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

@@ -116,3 +116,47 @@ def test_inherited_per_batch_hooks_are_not_dispatched_and_defined_ones_still_run
                         enable_checkpointing=False, callbacks=[guard, counting, plain])
     trainer.fit(BoringModel())  # Lightning's dispatcher passes over the None attributes
     assert Counting.calls == 3
+
+
+# --- AtomicCheckpointIO: files written on a background thread, in order ---
+
+@pytest.mark.parametrize(("scores", "best_epoch", "linked"), [([3.0, 2.0, 1.0], 2, True), ([3.0, 1.0, 2.0], 1, False)])
+def test_background_writes_leave_the_same_files_as_writes_in_place(tmp_path, scores, best_epoch, linked):
+    from dlbench.train.checkpoint_io import AtomicCheckpointIO
+
+    _fit(tmp_path, scores, plugins=[AtomicCheckpointIO(background=True)])
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f"best-epoch={best_epoch}.ckpt", "last.ckpt"])
+    last, best = folder / "last.ckpt", folder / f"best-epoch={best_epoch}.ckpt"
+    assert _epoch(last) == 2 and _epoch(best) == best_epoch
+    assert os.path.samefile(last, best) == linked
+
+
+def test_a_background_write_holds_the_tensors_as_they_were_when_it_was_asked_for(tmp_path):
+    from dlbench.train.checkpoint_io import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO(background=True)
+    weights = torch.zeros(1000)
+    state = {"state_dict": {"w": weights}, "nested": [{"m": weights}], "epoch": 3}
+    for value in range(1, 6):  # training goes on changing the tensors while earlier writes are queued
+        io.save_checkpoint(state, tmp_path / f"c{value}.ckpt")
+        weights.fill_(value)
+    io.teardown()
+    for value in range(1, 6):
+        saved = torch.load(tmp_path / f"c{value}.ckpt", weights_only=True)
+        assert torch.equal(saved["state_dict"]["w"], torch.full((1000,), float(value - 1)))
+        assert torch.equal(saved["nested"][0]["m"], saved["state_dict"]["w"]) and saved["epoch"] == 3
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_a_failed_background_write_stops_the_run_with_its_reason(tmp_path, monkeypatch):
+    from dlbench.train import checkpoint_io
+
+    def full_disk(self, checkpoint, path, storage_options=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_io.TorchCheckpointIO, "save_checkpoint", full_disk)
+    io = checkpoint_io.AtomicCheckpointIO(background=True)
+    with pytest.raises(checkpoint_io.CheckpointWriteError, match="No space left on device"):
+        _fit(tmp_path, [3.0, 2.0, 1.0], plugins=[io])
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()

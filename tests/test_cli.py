@@ -222,15 +222,15 @@ def test_best_without_a_run_says_how_to_name_one(tmp_path, args, must_say):
 def test_output_to_a_file_is_a_line_an_epoch(tmp_path):
     result = dlbench("fit", "--model", "lstm", "--model.hidden_size", "8", "--trainer.max_epochs", "3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "\r" not in result.stderr and "it/s" not in result.stderr
-    epochs = [line for line in result.stderr.splitlines() if line.startswith("epoch ")]
+    assert "\r" not in result.stdout + result.stderr and "it/s" not in result.stdout + result.stderr
+    epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in epochs] == ["1/3", "2/3", "3/3"]
     values = [float(line.split("val/rmse ")[1].split()[0]) for line in epochs]
     scalars = {step: value for step, value in __import__("dlbench.runs", fromlist=["read_scalars"])
                .read_scalars(tmp_path / "lightning_logs" / "lstm" / "version_0")["val/rmse"]}
     assert values == pytest.approx(list(scalars.values()), rel=1e-3)  # each line shows its own epoch's metrics
     assert all("train/loss" in line for line in epochs)
-    assert "test done" in result.stderr
+    assert "test done" in result.stdout
 
 
 def test_list_fits_100_columns(tmp_path):

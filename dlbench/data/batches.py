@@ -31,8 +31,16 @@ loaders (train, validation, test), and the model's activations need the rest."""
 LOADER_WORKERS = 2
 
 
+class Steps(list):
+    """Several consecutive batches handed to a model's ``training_step`` in one call, one optimiser step each (see
+    :class:`dlbench.train.steps.StepsPerCall`)."""
+
+
 class TensorLoader:
     """An iterable of batches ``(t1[idx], t2[idx], ...)`` over tensors that share their first dimension.
+
+    With ``steps_per_call`` K above 1 it yields :class:`Steps` of K consecutive batches instead (the last one of an
+    epoch may hold fewer): the same batches in the same order, K to an item.
 
     Under a distributed strategy each rank reads its own shard; as with ``DistributedSampler``, the index list is
     padded by wrapping around so that every rank sees the same number of batches (a rank that ran out early would
@@ -58,14 +66,21 @@ class TensorLoader:
         self.seed = torch.initial_seed() if seed is None else seed
         self.trainer = trainer
         self.epoch = 0
+        self.steps_per_call = 1
         self._restored = False
+
     @property
     def _per_rank(self) -> int:
         return math.ceil(len(self.tensors[0]) / self.world_size)
 
-    def __len__(self) -> int:
+    @property
+    def batches(self) -> int:
+        """Batches an epoch (on this rank)."""
         per_rank = self._per_rank
         return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+
+    def __len__(self) -> int:
+        return math.ceil(self.batches / self.steps_per_call)
 
     def _indices(self, epoch: int) -> torch.Tensor:
         n = len(self.tensors[0])
@@ -90,13 +105,23 @@ class TensorLoader:
         self.epoch += 1
         skip = 0
         if self._restored and self.trainer is not None:
-            # Resuming mid-epoch: skip the batches the stopped run had trained on in this epoch.
-            skip = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            # Resuming mid-epoch: skip the batches the stopped run had trained on in this epoch (Lightning counts
+            # the items it was handed, K batches each).
+            skip = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed * self.steps_per_call
         self._restored = False
-        stop = len(self) * self.batch_size
-        for start in range(skip * self.batch_size, stop, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            yield tuple(t[idx] for t in self.tensors)
+        batches = (tuple(t[order[start : start + self.batch_size]] for t in self.tensors)
+                   for start in range(skip * self.batch_size, self.batches * self.batch_size, self.batch_size))
+        if self.steps_per_call == 1:
+            yield from batches
+            return
+        group = Steps()
+        for batch in batches:
+            group.append(batch)
+            if len(group) == self.steps_per_call:
+                yield group
+                group = Steps()
+        if group:
+            yield group
 
     # With these two methods Lightning treats the loader as resumable: it restores the checkpoint's loop progress
     # and leaves skipping the already-trained batches of a stopped epoch to the loader (see __iter__).

@@ -94,6 +94,13 @@ class Checkpoint(ModelCheckpoint):
     it into the best file.
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not self._every_n_train_steps and self._train_time_interval is None:
+            # Lightning's per-batch hook only checks these two intervals: with neither set it does nothing, so it
+            # is not dispatched on every batch.
+            self.on_train_batch_end = None
+
     @property
     def state_key(self) -> str:
         # Lightning formats this key (a repr of five settings, ~3 us) on every hook call of every batch. dlbench sets
@@ -124,11 +131,13 @@ class Checkpoint(ModelCheckpoint):
             return
         linked = True
         if trainer.is_global_zero:
-            linked = _hard_link(saved, filepath)
+            linked = hard_links_work(os.path.dirname(filepath))
         linked = trainer.strategy.broadcast(linked)
         if not linked:
             self._write_last(trainer, monitor_candidates, filepath)
             return
+        if trainer.is_global_zero:  # after the best file's own write, which may still be queued
+            in_order(trainer, _hard_link, saved, filepath)
         previous, self.last_model_path = self.last_model_path, filepath
         self._last_checkpoint_saved = filepath
         if trainer.is_global_zero:  # as after any save: loggers that upload checkpoints see the new last.ckpt
@@ -140,9 +149,7 @@ class Checkpoint(ModelCheckpoint):
     def _write_last(self, trainer: L.Trainer, monitor_candidates: dict, filepath: str) -> None:
         """Lightning's full write of last.ckpt, after cutting the name loose from a best file it may share."""
         if trainer.is_global_zero:
-            with contextlib.suppress(FileNotFoundError):
-                if os.stat(filepath).st_nlink > 1:
-                    os.unlink(filepath)
+            in_order(trainer, _unlink_if_shared, filepath)
         trainer.strategy.barrier()
         super()._save_last_checkpoint(trainer, monitor_candidates)
 
@@ -162,20 +169,58 @@ class Checkpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
-def _hard_link(source: str, target: str) -> bool:
-    """Makes ``target`` another name of the file ``source``, atomically (a temporary link renamed into place);
-    False where the file system refuses hard links."""
+def in_order(trainer: L.Trainer, operation, *args) -> None:
+    """Run a file operation on checkpoints after the checkpoint writes queued before it (see
+    :class:`dlbench.train.checkpoint_io.AtomicCheckpointIO`), or at once with another checkpoint IO."""
+    io = trainer.strategy.checkpoint_io
+    if hasattr(io, "run_in_order"):
+        io.run_in_order(operation, *args)
+    else:
+        operation(*args)
+
+
+_LINKS_WORK: dict[str, bool] = {}
+
+
+def hard_links_work(folder: str) -> bool:
+    """Whether the file system of ``folder`` makes hard links (FAT/exFAT and some network file systems refuse);
+    tried once a folder, with a file of its own."""
+    folder = os.path.abspath(folder)
+    if folder not in _LINKS_WORK:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".link-probe.{os.getpid()}")
+        try:
+            with open(probe, "wb"):
+                pass
+            os.link(probe, probe + ".2")
+            _LINKS_WORK[folder] = True
+        except OSError:
+            _LINKS_WORK[folder] = False
+        finally:
+            for name in (probe, probe + ".2"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
+    return _LINKS_WORK[folder]
+
+
+def _hard_link(source: str, target: str) -> None:
+    """Makes ``target`` another name of the file ``source``, atomically (a temporary link renamed into place)."""
     folder, name = os.path.split(target)
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.link")  # hidden, like AtomicCheckpointIO's partial files
     try:
         os.link(source, tmp)
         os.replace(tmp, target)
-        return True
-    except OSError:
-        return False
     finally:
         with contextlib.suppress(FileNotFoundError):  # rename() of two names of one file leaves both in place
             os.unlink(tmp)
+
+
+def _unlink_if_shared(path: str) -> None:
+    """Cut ``path`` loose from a best file it shares (a hard link) before a full write over it, so that no
+    checkpoint writer, atomic or not, can write through it into the best file."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_nlink > 1:
+            os.unlink(path)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -250,22 +295,30 @@ class RunStatus(Callback):
     """Keeps ``status.json`` in the run directory: running, finished, interrupted or failed, with times and counts.
 
     ``dlbench compare`` reads it; a ``running`` run whose process is gone was killed. Written atomically (a
-    temporary file renamed into place), by global rank zero only.
+    temporary file renamed into place), by global rank zero only: when training starts, ends or stops, after the
+    first epoch, and between those at an epoch's end when :attr:`EVERY_SECONDS` have passed since the last write
+    (epochs of a small data set take a tenth of a second, and a write a millisecond or two of it).
     """
 
     FILE = "status.json"
+    EVERY_SECONDS = 1.0
 
     def __init__(self) -> None:
         self.state: dict = {}
         self._start: float | None = None
         self._previous_seconds = 0.0
+        self._directory: Path | None = None
+        self._written = -math.inf
 
     def _write(self, trainer: L.Trainer, **fields) -> None:
         if not trainer.is_global_zero or trainer.logger is None or not trainer.logger.log_dir:
             return
         self.state.update(fields, epochs=trainer.current_epoch, steps=trainer.global_step, updated=time.time())
+        self._written = time.monotonic()
         directory = Path(trainer.logger.log_dir)
-        directory.mkdir(parents=True, exist_ok=True)
+        if directory != self._directory:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._directory = directory
         _write_json_atomic(directory / self.FILE, self.state)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -278,7 +331,9 @@ class RunStatus(Callback):
         return self._previous_seconds + (time.time() - self._start if self._start is not None else 0.0)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write(trainer, train_seconds=self._elapsed())
+        first = trainer.current_epoch == 0  # the first epoch's time tells a reader how long epochs take
+        if first or time.monotonic() - self._written >= self.EVERY_SECONDS:
+            self._write(trainer, train_seconds=self._elapsed())
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, status="finished", train_seconds=self._elapsed())

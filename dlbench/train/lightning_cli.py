@@ -9,11 +9,11 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 from jsonargparse import ArgumentError
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -36,7 +36,7 @@ from dlbench.train.callbacks import (
 )
 from dlbench.train.logger import RunLogger
 from dlbench.train.monitor import LearningRate, TrainingSpeed, WeightHistograms
-from dlbench.train.progress import EpochLines, is_terminal
+from dlbench.train.progress import progress_bar
 from dlbench.train.target import (
     Target,
     argument_error_text,
@@ -45,6 +45,7 @@ from dlbench.train.target import (
     parse_target,
     trainer_defaults,
 )
+from dlbench.train.trainer import DlbenchTrainer
 
 
 class _NoAdverts(logging.Filter):
@@ -86,6 +87,11 @@ class DlbenchCLI(LightningCLI):
         parser.add_argument("--compile", type=bool, default=False,
                             help="compile the model's forward with torch.compile (compile time is logged apart as "
                                  "train/compile_seconds)")
+        parser.add_argument("--compile_mode", type=Literal["default", "reduce-overhead", "max-autotune"],
+                            default="default",
+                            help="torch.compile's mode with --compile true: reduce-overhead captures forward and "
+                                 "backward of each step as CUDA graphs (on a GPU: one replay instead of a launch a "
+                                 "kernel; for fixed batch shapes)")
         for attr in linked_attributes(plugin, self.plugin_model_class):
             parser.link_arguments(f"data.{attr}", f"model.init_args.{attr}", apply_on="instantiate")
 
@@ -115,8 +121,7 @@ class DlbenchCLI(LightningCLI):
         configured = config.get("callbacks") or []
         wants_bar = config.get("enable_progress_bar", True) is not False
         if wants_bar and not any(isinstance(c, ProgressBar) for c in [*configured, *callbacks]):
-            # Refreshing every step costs time on small models; into a file or pipe, a bar's refreshes are noise.
-            callbacks.append(TQDMProgressBar(refresh_rate=10) if is_terminal() else EpochLines())
+            callbacks.append(progress_bar())
         trainer = super()._instantiate_trainer(config, callbacks)
         skip_inherited_batch_hooks(trainer.callbacks)
         if isinstance(trainer.logger, RunLogger) and cfg.get("log_graph") is False:
@@ -150,7 +155,8 @@ class DlbenchCLI(LightningCLI):
             import torch
 
             # Compiling forward in place keeps the LightningModule (hooks, hparams, checkpoints) as it is.
-            self.model.forward = torch.compile(self.model.forward)
+            mode = self.config_init["fit"].get("compile_mode") or "default"
+            self.model.forward = torch.compile(self.model.forward, mode=mode)
             self.trainer.callbacks.append(CompileTimer())
 
     def _parse_ckpt_path(self) -> None:
@@ -272,6 +278,7 @@ def make_cli(target: Target, args: list[str], run: bool = True) -> DlbenchCLI:
         return DlbenchCLI(
             target,
             model_class=L.LightningModule,
+            trainer_class=DlbenchTrainer,
             datamodule_class=L.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,

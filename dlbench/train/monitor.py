@@ -17,11 +17,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.nn.parameter import is_lazy
 
 from dlbench.core.conventions import PARAMS_TAG
+from dlbench.data.batches import Steps
 
 
 def batch_size(batch: Any) -> int:
     """Samples in a batch, read from shapes only: the first tensor's first dimension (``(x, y)``, ``[x, ...]``,
     ``{"x": ...}``), a graph batch's ``num_graphs``; 0 when a batch says nothing about its size."""
+    if isinstance(batch, Steps):  # several batches for one training_step call
+        return sum(batch_size(b) for b in batch)
     if isinstance(batch, torch.Tensor):
         return int(batch.shape[0]) if batch.dim() else 1
     graphs = getattr(batch, "num_graphs", None)
@@ -32,6 +35,23 @@ def batch_size(batch: Any) -> int:
     if isinstance(batch, (list, tuple)):
         return batch_size(batch[0]) if batch else 0
     return 0
+
+
+def log_epoch_values(trainer: L.Trainer, pl_module: L.LightningModule, values: dict[str, float],
+                     maximum: tuple[str, ...] = ()) -> None:
+    """Log epoch-level values at the epoch's last step: on one process straight to the loggers, in one call
+    (``self.log`` costs about a millisecond a value at each epoch end, for bookkeeping one process does not need);
+    under DDP through ``self.log`` with ``sync_dist``, whose reduction across processes is the point there (the mean,
+    or the largest for the names in ``maximum``)."""
+    if not values:
+        return
+    if trainer.world_size == 1:
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=trainer.global_step)
+        return
+    for name, value in values.items():
+        pl_module.log(name, value, on_step=False, on_epoch=True, batch_size=1, sync_dist=True,
+                      reduce_fx="max" if name in maximum else "mean")
 
 
 def parameter_count(module: torch.nn.Module) -> int:
@@ -89,11 +109,9 @@ class TrainingSpeed(Callback):
             log["train/samples_per_second"] = self._samples * trainer.world_size / seconds
         if cuda:
             log["train/peak_memory_mb"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
-        # Every process logs; under DDP the epoch value is the mean over processes (the slowest-to-fastest spread
-        # averages out) and the peak memory the largest process's.
-        for name, value in log.items():
-            pl_module.log(name, value, on_step=False, on_epoch=True, batch_size=1, sync_dist=True,
-                          reduce_fx="max" if name.endswith("memory_mb") else "mean")
+        # Under DDP the epoch value is the mean over processes (the slowest-to-fastest spread averages out) and the
+        # peak memory the largest process's.
+        log_epoch_values(trainer, pl_module, log, maximum=("train/peak_memory_mb",))
 
 
 class LearningRate(Callback):
@@ -104,11 +122,17 @@ class LearningRate(Callback):
     plugins; one name lets TensorBoard overlay every run's schedule.
     """
 
+    def __init__(self) -> None:
+        self._rates: dict[str, float] = {}
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         rates = [group["lr"] for optimizer in trainer.optimizers for group in optimizer.param_groups]
-        for i, lr in enumerate(rates):
-            pl_module.log("train/lr" if i == 0 else f"train/lr_{i}", float(lr), on_step=False, on_epoch=True,
-                          batch_size=1, sync_dist=True)  # the same on every process
+        self._rates = {"train/lr" if i == 0 else f"train/lr_{i}": float(lr) for i, lr in enumerate(rates)}
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._rates:  # the rates the epoch ran with, logged at its end like every epoch value
+            log_epoch_values(trainer, pl_module, self._rates)
+            self._rates = {}
 
 
 class WeightHistograms(Callback):

@@ -8,12 +8,18 @@ keeps Lightning's TQDM bar.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+
+from dlbench.core.errors import DlbenchError
+
+PROGRESS_ENV = "DLBENCH_PROGRESS"
+PROGRESS = ("auto", "bar", "lines")
 
 _MACHINE_TAGS = ("train/epoch_seconds", "train/samples_per_second", "train/peak_memory_mb", "train/lr")
 """Logged by dlbench's monitors for TensorBoard; the line shows the epoch's time itself and keeps to the metrics."""
@@ -28,7 +34,7 @@ def _number(value: Any) -> str:
 
 class EpochLines(ProgressBar):
     """A progress bar that prints one line at the end of every training epoch (after its validation) and one for
-    each validate, test or predict pass, to stderr, from global rank zero."""
+    each validate, test or predict pass, to stdout (where Lightning's bar goes), from global rank zero."""
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__()
@@ -46,7 +52,7 @@ class EpochLines(ProgressBar):
 
     def _write(self, trainer: L.Trainer, text: str) -> None:
         if self._enabled and trainer.is_global_zero:
-            print(text, file=self._stream or sys.stderr, flush=True)
+            print(text, file=self._stream or sys.stdout, flush=True)
 
     def _metrics(self, trainer: L.Trainer, pl_module: L.LightningModule, prefixes: tuple[str, ...]) -> str:
         shown = []
@@ -96,9 +102,52 @@ class EpochLines(ProgressBar):
         self._write(trainer, f"predict done  {trainer.num_predict_batches} batches")
 
 
+class TerminalBar(TQDMProgressBar):
+    """Lightning's TQDM bar, refreshed every ``refresh_rate`` steps, without the second bar Lightning opens, fills and
+    closes for every validation inside ``fit`` (a few milliseconds an epoch, much of a small data set's epoch): the
+    training bar shows the validation metrics from the epoch's end on. ``dlbench validate`` keeps its bar."""
+
+    @staticmethod
+    def _inside_fit(trainer: L.Trainer) -> bool:
+        return trainer.state.fn == "fit" and not trainer.sanity_checking
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._inside_fit(trainer):
+            super().on_validation_start(trainer, pl_module)
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any,
+                                  **kwargs: Any) -> None:
+        if not self._inside_fit(trainer):
+            super().on_validation_batch_start(trainer, pl_module, *args, **kwargs)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any,
+                                **kwargs: Any) -> None:
+        if not self._inside_fit(trainer):
+            super().on_validation_batch_end(trainer, pl_module, *args, **kwargs)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._inside_fit(trainer):
+            super().on_validation_end(trainer, pl_module)
+            return
+        self.reset_dataloader_idx_tracker()  # the training bar shows the metrics when the epoch ends, once
+
+
 def is_terminal(stream: Any = None) -> bool:
-    stream = stream or sys.stderr
+    """Whether ``stream`` (default stdout, where Lightning's TQDM bar writes) is a terminal."""
+    stream = stream or sys.stdout
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def progress_bar() -> ProgressBar:
+    """The bar for where the output goes, or as ``$DLBENCH_PROGRESS`` says: ``bar`` (TQDM), ``lines`` (a line an
+    epoch) or ``auto`` (a bar on a terminal, lines into a file or pipe)."""
+    wanted = os.environ.get(PROGRESS_ENV, "auto").strip().lower() or "auto"
+    if wanted not in PROGRESS:
+        raise DlbenchError(f"{PROGRESS_ENV}={wanted!r} is not a progress display; use one of {', '.join(PROGRESS)} "
+                           f"(auto: a bar on a terminal, a line an epoch otherwise).")
+    if wanted == "bar" or wanted == "auto" and is_terminal():
+        return TerminalBar(refresh_rate=10)  # refreshing every step costs time on small models
+    return EpochLines()

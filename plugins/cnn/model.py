@@ -88,6 +88,7 @@ class CNNClassifier(Classifier):
             self.val_confusion.update(logits, y)
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
         # compute() on every rank: under DDP it is a collective that sums the counts of all processes.
         counts = self.val_confusion.compute().cpu()
         self.val_confusion.reset()

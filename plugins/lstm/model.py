@@ -67,22 +67,30 @@ class LSTMForecaster(L.LightningModule):
         loss = nn.functional.mse_loss(pred, y)
         mean_loss = getattr(self, f"{stage}_loss")
         mean_loss.update(loss, weight=len(y))  # update(): a call would also compute a per-batch value
-        if stage != "train":  # the training loss is logged once an epoch, from on_train_epoch_end
-            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "test")
         if stage != "train":
             target = self.denormalize(y)
-            rmse, persistence = getattr(self, f"{stage}_rmse"), getattr(self, f"{stage}_rmse_persistence")
-            rmse(self.denormalize(pred), target)
-            persistence(self.denormalize(x[:, -1]), target)
-            self.log(f"{stage}/rmse", rmse, prog_bar=True)
-            self.log(f"{stage}/rmse_persistence", persistence)
+            getattr(self, f"{stage}_rmse").update(self.denormalize(pred), target)
+            getattr(self, f"{stage}_rmse_persistence").update(self.denormalize(x[:, -1]), target)
         return loss
 
+    # Every metric is logged once an epoch, from the epoch-end hooks: the same epoch values at the same steps as an
+    # on_epoch log from each step would give, without Lightning's per-call logging cost on every batch.
+    def _log_epoch(self, stage: str) -> None:
+        if not getattr(self, f"{stage}_loss").update_called:
+            return
+        self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), prog_bar=stage != "test")
+        if stage != "train":
+            self.log(f"{stage}/rmse", getattr(self, f"{stage}_rmse"), prog_bar=True)
+            self.log(f"{stage}/rmse_persistence", getattr(self, f"{stage}_rmse_persistence"))
+
     def on_train_epoch_end(self) -> None:
-        # The training loss is logged here, once an epoch, rather than from every training_step: the same epoch mean
-        # at the same step, without Lightning's per-call logging cost on every batch.
-        if self.train_loss.update_called:
-            self.log("train/loss", self.train_loss, prog_bar=True)
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
