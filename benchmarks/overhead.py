@@ -260,8 +260,8 @@ def _args(name: str, opts: argparse.Namespace, epochs: int, steps_per_call: int 
         args += ["--data", opts.data] + (["--data.root", opts.root] if opts.root else [])
     if opts.batch_size:
         args += ["--data.batch_size", str(opts.batch_size)]
-    if opts.limit_batches:
-        args += ["--trainer.limit_train_batches", str(opts.limit_batches)]
+    if opts.limit_batches:  # in batches on every path: Lightning counts calls of K batches
+        args += ["--trainer.limit_train_batches", str(-(-opts.limit_batches // steps_per_call))]
     return args
 
 
