@@ -127,15 +127,15 @@ class RunDir:
         files = self.best_checkpoints()
         if not files:
             return None
-        recorded = self._recorded_best()
+        recorded = self._recorded_best(self.last_checkpoint or files[-1])
         if recorded is not None:
             named = self.checkpoint_dir / Path(recorded).name
             if named.is_file():
                 return named
         return files[-1]
 
-    def _recorded_best(self) -> str | None:
-        newest = self.last_checkpoint or self.best_checkpoints()[-1]
+    @staticmethod
+    def _recorded_best(newest: Path) -> str | None:
         try:
             import torch
 

@@ -199,8 +199,9 @@ class DlbenchCLI(LightningCLI):
             where = f"epoch {self.trainer.current_epoch}, step {self.trainer.global_step}"
             log_dir = self.trainer.logger.log_dir if self.trainer.logger is not None else None
             kept = f" Logs and checkpoints written so far are in {log_dir}." if log_dir else ""
-            raise DlbenchError(f"{subcommand} failed at {where}: {type(err).__name__}: {err}.{kept} Run again with "
-                               f"--debug for the full traceback.", exit_code=1) from err
+            reason = str(err).rstrip(".")
+            raise DlbenchError(f"{subcommand} failed at {where}: {type(err).__name__}: {reason}.{kept} Run again "
+                               f"with --debug for the full traceback.", exit_code=1) from err
 
     def _interrupted_message(self) -> str:
         stop = next((c for c in self.trainer.callbacks if isinstance(c, GracefulStop)), None)
