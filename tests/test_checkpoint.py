@@ -4,6 +4,7 @@ not two) when the final epoch is also the best."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -139,7 +140,8 @@ def test_a_background_write_holds_the_tensors_as_they_were_when_it_was_asked_for
     weights = torch.zeros(1000)
     state = {"state_dict": {"w": weights}, "nested": [{"m": weights}], "epoch": 3}
     for value in range(1, 6):  # training goes on changing the tensors while earlier writes are queued
-        io.save_checkpoint(state, tmp_path / f"c{value}.ckpt")
+        with io.queued():
+            io.save_checkpoint(state, tmp_path / f"c{value}.ckpt")
         weights.fill_(value)
     io.teardown()
     for value in range(1, 6):
@@ -147,6 +149,33 @@ def test_a_background_write_holds_the_tensors_as_they_were_when_it_was_asked_for
         assert torch.equal(saved["state_dict"]["w"], torch.full((1000,), float(value - 1)))
         assert torch.equal(saved["nested"][0]["m"], saved["state_dict"]["w"]) and saved["epoch"] == 3
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_the_callback_saves_in_the_background_and_a_save_asked_for_by_hand_is_in_place_when_it_returns(
+        tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from dlbench.train import checkpoint_io
+
+    writers: dict[str, str] = {}
+    write = checkpoint_io.TorchCheckpointIO.save_checkpoint
+
+    def slow_write(self, checkpoint, path, storage_options=None):
+        time.sleep(0.2)  # a large model's file: a reader that did not wait would find nothing
+        writers[Path(path).name.split(".ckpt")[0].lstrip(".")] = threading.current_thread().name
+        write(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(checkpoint_io.TorchCheckpointIO, "save_checkpoint", slow_write)
+    callback = Checkpoint(dirpath=tmp_path / "checkpoints", filename="best-{epoch}", monitor="val/score", mode="min")
+    trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1,
+                        num_sanity_val_steps=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[callback], plugins=[checkpoint_io.AtomicCheckpointIO(background=True)])
+    trainer.fit(Scripted([1.0]))
+    trainer.save_checkpoint(tmp_path / "by_hand.ckpt")
+    assert _epoch(tmp_path / "by_hand.ckpt") == 1  # there, whole, at once
+    assert writers["best-epoch=0"].startswith("dlbench-checkpoint")
+    assert writers["by_hand"] == threading.current_thread().name
 
 
 def test_a_failed_background_write_stops_the_run_with_its_reason(tmp_path, monkeypatch):

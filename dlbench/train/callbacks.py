@@ -146,6 +146,10 @@ class Checkpoint(ModelCheckpoint):
         if previous and self._should_remove_checkpoint(trainer, previous, filepath):
             self._remove_checkpoint(trainer, previous)
 
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        with queued(trainer):  # the write may go to the background; its file is in place before anything reads it
+            super()._save_checkpoint(trainer, filepath)
+
     def _write_last(self, trainer: L.Trainer, monitor_candidates: dict, filepath: str) -> None:
         """Lightning's full write of last.ckpt, after cutting the name loose from a best file it may share."""
         if trainer.is_global_zero:
@@ -177,6 +181,13 @@ def in_order(trainer: L.Trainer, operation, *args) -> None:
         io.run_in_order(operation, *args)
     else:
         operation(*args)
+
+
+def queued(trainer: L.Trainer):
+    """A block whose checkpoint saves may be written in the background (see
+    :meth:`dlbench.train.checkpoint_io.AtomicCheckpointIO.queued`); with another checkpoint IO, a plain block."""
+    io = trainer.strategy.checkpoint_io
+    return io.queued() if hasattr(io, "queued") else contextlib.nullcontext()
 
 
 _LINKS_WORK: dict[str, bool] = {}

@@ -5,7 +5,11 @@ Every checkpoint goes to a temporary file beside its target, is flushed to disk 
 could load. By default the write happens on one background thread: the training thread only takes a snapshot of the
 checkpoint's tensors (a copy, so training can go on changing the originals) and queues the file work, which was most
 of a small model's per-epoch checkpoint cost (serialising ~30 small tensors and an fsync: ~10 ms of a 60-170 ms
-epoch of the default data sets). One worker runs every file operation in the order it was asked for (writes,
+epoch of the default data sets).
+
+Only the saves made inside :meth:`AtomicCheckpointIO.queued` go to the queue (dlbench's checkpoint callback makes
+its saves there); any other save, such as a user's ``trainer.save_checkpoint(path)``, keeps Lightning's contract and
+returns once its file is in place. One worker runs every file operation in the order it was asked for (writes,
 removals of old best files, the hard link that makes ``last.ckpt``), so the files on disk are always a state the run
 went through; anything that reads a checkpoint back through Lightning waits for the queue first, and so does the end
 of every fit, validate or test.
@@ -14,8 +18,9 @@ of every fit, validate or test.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +60,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
         self._error: BaseException | None = None
+        self._queueing = 0
 
     # --- the queue ---
 
@@ -80,6 +86,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             err, self._error = self._error, None
             raise CheckpointWriteError(f"writing a checkpoint failed: {type(err).__name__}: {err}") from err
 
+    @contextmanager
+    def queued(self) -> Iterator[None]:
+        """Saves made inside this block go to the background queue (when ``background``); outside it a save waits for
+        the queue and writes its file before it returns."""
+        self._queueing += 1
+        try:
+            yield
+        finally:
+            self._queueing -= 1
+
     def wait(self) -> None:
         """Block until every queued file operation is done; raise the first that failed."""
         pending, self._pending = self._pending, []
@@ -90,9 +106,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     # --- CheckpointIO ---
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
-        if self.background:
-            checkpoint = snapshot(checkpoint)
-        self.run_in_order(self._write, checkpoint, Path(path), storage_options)
+        if self.background and self._queueing:
+            self.run_in_order(self._write, snapshot(checkpoint), Path(path), storage_options)
+            return
+        self.wait()  # after the writes queued before it, as a reader of this file will expect
+        self._write(checkpoint, Path(path), storage_options)
 
     def _write(self, checkpoint: dict[str, Any], path: Path, storage_options: Any) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
