@@ -107,7 +107,9 @@ def test_trial_of_a_killed_sweep_runs_again(workdir, capsys):
             time.sleep(1)
             dbs = list(workdir.glob("sweeps/*/study.db"))
             try:  # the database file may exist before the study is in it
-                trials = optuna.load_study(study_name=dbs[0].parent.name, storage=f"sqlite:///{dbs[0]}").trials
+                # Through storage_for, as a second worker would: it may be creating the tables the sweep creates.
+                storage = sweep_mod.storage_for(f"sqlite:///{dbs[0]}")
+                trials = optuna.load_study(study_name=dbs[0].parent.name, storage=storage).trials
             except (IndexError, KeyError):
                 continue
             child = trials[0].user_attrs.get("child_pid") if trials else None

@@ -15,13 +15,9 @@ import warnings
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-
-def storage_for(url: str):
-    """An Optuna storage for ``url``; SQLite waits for a lock instead of failing at once when processes share it."""
-    import optuna
-
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+# The one way dlbench opens a study database (lock waits, connect timeouts); it lives with the sweep, which opens the
+# study without importing Lightning. The trial reports without a heartbeat: its sweep process records that.
+from dlbench.tools.sweep import storage_for
 
 
 class OptunaPruning(Callback):
@@ -44,6 +40,7 @@ class OptunaPruning(Callback):
     def _decide(self, trainer: L.Trainer) -> bool:
         """True when training should stop: the pruner says so, or the trial is no longer running."""
         import optuna
+        from sqlalchemy.exc import SQLAlchemyError
 
         value = trainer.callback_metrics.get(self.monitor)
         try:
@@ -59,7 +56,7 @@ class OptunaPruning(Callback):
             if trial.should_prune():
                 trial.set_user_attr("pruned_at_epoch", epoch)
                 return True
-        except (KeyError, optuna.exceptions.OptunaError) as err:  # the study was deleted or cannot be reached
+        except (KeyError, optuna.exceptions.OptunaError, SQLAlchemyError) as err:  # deleted, or cannot be reached
             warnings.warn(f"dlbench sweep: cannot report to trial {self.trial_id} of {self.study_name}: {err}",
                           stacklevel=1)
         return False

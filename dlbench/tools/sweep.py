@@ -14,8 +14,13 @@ The study lives in a database: a SQLite file in the sweep directory by default, 
 ``--storage``. Running the same command again continues the study: finished trials stay as they are, a trial that
 was running when its sweep stopped is run again, and ``--trials`` is the total wanted. A trial that fails (an
 exception, a non-finite loss, a bad argument value) is recorded as failed with its reason and the sweep goes on.
-``--jobs N`` runs N trials at a time; several ``dlbench sweep`` processes given the same ``--storage`` and
-``--name`` share one study. At the end: a table of the trials, the best one and how to reproduce it, and a plot.
+``--jobs N`` runs N trials at a time; several ``dlbench sweep`` processes (workers), on one machine or many, given
+the same ``--storage`` (e.g. ``postgresql+psycopg://user@host/db``) and ``--name`` share one study. Each worker
+records a heartbeat for every trial it runs (Optuna's RDBStorage heartbeat); a trial whose worker went silent for
+:data:`GRACE` heartbeats (killed, machine lost) is failed by whichever worker looks next and queued to run again, and
+a worker that has nothing left to start waits for the trials others run, so the study ends complete. At the end: a
+table of the trials, the best one and how to reproduce it, and a plot. ``--show`` prints that table for a study
+without running anything.
 
 This module imports neither torch nor Optuna until a sweep runs.
 """
@@ -36,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,12 +50,19 @@ import yaml
 
 from dlbench.core import registry
 from dlbench.core.conventions import log_root
-from dlbench.core.errors import DlbenchError
+from dlbench.core.errors import DlbenchError, first_line
 from dlbench.runs.directory import pid_alive
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "none")
 GRID_LIMIT = 1000
+HEARTBEAT = 15
+"""Seconds between a worker's heartbeats for the trials it runs (the default of ``--heartbeat``)."""
+GRACE = 4
+"""Heartbeats a running trial may miss before another worker takes it as lost: long enough for a busy database or a
+slow network, short enough that a killed worker's trial runs again within a minute or so."""
+MAX_RETRIES = 3
+"""How often a lost trial is queued again; one that kills its worker every time stays failed instead."""
 _KEY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _EXAMPLES = "e.g. model.hidden_size=int:8:64:log, model.lr=float:1e-4:1e-2:log, model.num_layers=choice:1,2"
 
@@ -68,14 +81,13 @@ class Param:
     step: float | None = None
     choices: tuple = ()
 
-    def distribution(self):
-        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
+    def suggest(self, trial) -> Any:
+        """The value of this argument in ``trial`` (an optuna Trial): sampled, or the stored one of a re-run."""
         if self.kind == "int":
-            return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         if self.kind == "float":
-            return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
-        return CategoricalDistribution(self.choices)
+            return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
+        return trial.suggest_categorical(self.key, list(self.choices))
 
     def grid(self) -> list:
         if self.kind == "choice":
@@ -186,6 +198,7 @@ class Sweep:
     storage: str | None = None
     seed: int = 0
     fit_args: list[str] = field(default_factory=list)
+    heartbeat: int = HEARTBEAT
 
     def resolve(self) -> None:
         """Fill the defaults that depend on the plugin and check what can be checked before any trial runs."""
@@ -205,6 +218,8 @@ class Sweep:
             raise DlbenchError(f"--param names {sorted({k for k in keys if keys.count(k) > 1})[0]} twice.")
         if self.jobs < 1:
             raise DlbenchError(f"--jobs must be >= 1, got {self.jobs}.")
+        if self.heartbeat < 1:
+            raise DlbenchError(f"--heartbeat must be >= 1 (seconds), got {self.heartbeat}.")
         if self.sampler == "grid":
             size = math.prod(len(p.grid()) for p in self.params)
             self.trials = min(self.trials or size, size)
@@ -236,7 +251,8 @@ class Sweep:
 def _make_sampler(sweep: Sweep, offset: int):
     import optuna
 
-    # The seed moves on with the trials already in the study, so a resumed sweep does not draw the same points again.
+    # The seed moves on with the trials already in the study (the sweep passes the trial's number), so a resumed
+    # sweep, or another worker, does not draw the same points again.
     seed = sweep.seed + offset
     if sweep.sampler == "grid":
 
@@ -244,7 +260,9 @@ def _make_sampler(sweep: Sweep, offset: int):
             def after_trial(self, study, trial, state, values) -> None:
                 pass  # Optuna's stops study.optimize once the grid is done; the sweep counts its trials itself
 
-        return Grid({p.key: p.grid() for p in sweep.params}, seed=seed)
+        # Not moved on: the seed shuffles the grid, and the points stored in the study are indices into that order,
+        # the same in every process and every run of the study (as Optuna asks of distributed grid searches).
+        return Grid({p.key: p.grid() for p in sweep.params}, seed=sweep.seed)
     if sweep.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, sweep.trials // 3)))
@@ -259,70 +277,181 @@ def _make_pruner(sweep: Sweep):
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
 
 
+def shown_url(url: str) -> str:
+    """``url`` fit to print: a password in it is masked (a shared study's URL often carries one)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: nothing in it is known to be a password
+        return url
+
+
+def _quiet_optuna() -> None:
+    """Silence what Optuna says about the heartbeat on every trial: it is experimental, and meant for
+    ``study.optimize`` (the sweep uses ask and tell, and records the heartbeats itself)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+def _requeue_lost(max_retry: int):
+    """Optuna's callback that queues a heartbeat-stale trial again, with the re-run marked ``rerun_of`` as the
+    sweep's own re-runs are (so the lost trial stops counting toward ``--trials``) and none of the lost run's
+    attributes (its host, pid and run directory are the dead worker's)."""
+    import copy
+
+    from optuna import storages
+
+    # RetryFailedTrialCallback is the name before Optuna 4.9, an alias of the new one after.
+    base = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+
+    class RequeueLost(base):
+        def __call__(self, study, trial) -> None:
+            rerun = copy.copy(trial)
+            rerun.user_attrs = {"rerun_of": trial.number}
+            super().__call__(study, rerun)
+
+    return RequeueLost(max_retry=max_retry)
+
+
+def storage_for(url: str, heartbeat: int | None = None):
+    """An Optuna RDBStorage for ``url``, made to be shared by many processes.
+
+    SQLite waits for a lock instead of failing at once; a PostgreSQL or MySQL server that cannot be reached fails in
+    seconds rather than after the system's TCP timeout. With ``heartbeat`` (seconds; the sweep's workers), trials
+    this process runs can record heartbeats, and a running trial without one for ``GRACE * heartbeat`` seconds is
+    failed and queued again by :func:`recover_interrupted`. Two workers that start on a new database at the same
+    moment both try to create its tables: the one that loses that race tries again."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    elif url.startswith(("postgresql", "mysql")):
+        engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    lost: dict[str, Any] = {}
+    if heartbeat:
+        _quiet_optuna()
+        import inspect
+
+        new_api = "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
+        lost = {"heartbeat_interval": heartbeat, "grace_period": GRACE * heartbeat,
+                "heartbeat_stale_trial_callback" if new_api else "failed_trial_callback": _requeue_lost(MAX_RETRIES)}
+    for attempt in range(4):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **lost)
+        except (IntegrityError, ProgrammingError, OperationalError) as err:
+            # "duplicate key", "relation already exists" (PostgreSQL), "table ... already exists" (SQLite): the race
+            # above. Any other error (a server that cannot be reached) is not a race: it is raised at once.
+            race = not isinstance(err, OperationalError) or "already exists" in str(err)
+            if attempt == 3 or not race:
+                raise
+            time.sleep(0.2 + 0.3 * attempt)
+
+
+def _bad_storage(url: str, err: BaseException) -> DlbenchError:
+    """The one-paragraph error for a study database that cannot be opened, with the fix for the usual causes."""
+    if isinstance(err, ImportError):
+        fix = ("Its database driver is not installed: for PostgreSQL give --storage postgresql+psycopg://USER@HOST/DB "
+               "and pip install 'dlbench[postgres]' (psycopg).")
+    else:
+        fix = ("The URL is wrong or the server is down: give a reachable SQLAlchemy URL with --storage, e.g. "
+               "sqlite:///sweep.db or postgresql+psycopg://USER:PASSWORD@HOST:5432/DB (the database must exist).")
+    reason = first_line(err).rstrip(". ")
+    return DlbenchError(f"cannot open the study database {shown_url(url)}: {reason}. {fix}")
+
+
 def open_study(sweep: Sweep):
     """The sweep's study, created or continued; a DlbenchError when the stored study was defined otherwise.
     Also returns its storage, whose public methods read and write single trials."""
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
-    from dlbench.tools.pruning import storage_for
-
     sweep.directory.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _quiet_optuna()
     try:
-        storage = storage_for(sweep.storage)
+        storage = storage_for(sweep.storage, heartbeat=sweep.heartbeat)
         study = optuna.create_study(study_name=sweep.name, storage=storage, direction=sweep.direction,
                                     load_if_exists=True, pruner=_make_pruner(sweep))
     except (SQLAlchemyError, ValueError, ImportError) as err:
-        raise DlbenchError(f"cannot open the study database {sweep.storage}: {str(err).splitlines()[0][:200]}. Give "
-                           f"a reachable SQLAlchemy URL with --storage (e.g. sqlite:///sweep.db).") from None
+        raise _bad_storage(sweep.storage, err) from None
     stored = study.user_attrs.get("definition")
     wanted = json.loads(json.dumps(sweep.definition(), default=str))
     if stored is None:
         study.set_user_attr("definition", wanted)
     elif stored != wanted:
         changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
-        raise DlbenchError(f"study {sweep.name!r} in {sweep.storage} was started with other settings "
+        raise DlbenchError(f"study {sweep.name!r} in {shown_url(sweep.storage)} was started with other settings "
                            f"({', '.join(changed)} differ). Continue it with the same command, or start another "
                            f"study with --name.")
     study.sampler = _make_sampler(sweep, len(study.trials))
     return study, storage
 
 
-def _counted(trial) -> bool:
-    """Whether a trial counts toward ``--trials``: it finished, or it is running; a trial failed because its sweep
-    was interrupted does not (it is queued to run again)."""
+def counted(trials) -> int:
+    """How many of a study's trials count toward ``--trials``: the finished and the running ones. A trial that
+    failed because its sweep was interrupted or its worker was lost does not: it was queued to run again, and its
+    re-run (``rerun_of`` it) counts instead."""
     from optuna.trial import TrialState
 
-    if trial.state == TrialState.FAIL:
-        return not trial.user_attrs.get("interrupted")
-    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    rerun = {t.user_attrs.get("rerun_of") for t in trials}
+
+    def counts(trial) -> bool:
+        if trial.state == TrialState.FAIL:
+            return not trial.user_attrs.get("interrupted") and trial.number not in rerun
+        return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+    return sum(map(counts, trials))
 
 
 def recover_interrupted(study, storage) -> list[int]:
-    """Trials left running by a sweep process of this machine that is gone: failed as interrupted, queued again."""
+    """Trials left running by a worker that is gone, failed and queued to run again; their numbers.
+
+    A worker of this machine whose process is gone is known at once; one on another machine (or one whose pid was
+    reused) is known by its silence: Optuna fails the trials whose heartbeat is older than the storage's grace
+    period and its callback (:func:`_requeue_lost`) queues them. Every worker calls this before it starts a trial,
+    so a survivor picks up what a killed worker left."""
+    import optuna
     from optuna.trial import TrialState
 
     recovered = []
     host = socket.gethostname()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in running:
         attrs = trial.user_attrs
         pid = int(attrs.get("pid", 0))
         if attrs.get("host") != host or pid <= 0 or pid_alive(pid):
-            continue  # another live sweep works on it, or another machine: not ours to judge
-        _interrupted(study, storage, trial)
-        recovered.append(trial.number)
-    return recovered
+            continue  # another live worker runs it, or another machine's: its heartbeat tells
+        if _interrupted(study, storage, trial):
+            recovered.append(trial.number)
+    if storage.get_heartbeat_interval():
+        optuna.storages.fail_stale_trials(study)
+        by_id = {t._trial_id: t for t in study.get_trials(deepcopy=False)}
+        recovered += [t.number for t in running if t.number not in recovered
+                      and by_id[t._trial_id].state == TrialState.FAIL and not t.user_attrs.get("interrupted")]
+    return sorted(recovered)
 
 
-def _interrupted(study, storage, trial) -> None:
-    """Fail ``trial`` (a Trial or FrozenTrial) as interrupted and queue its parameters to run again."""
+def _interrupted(study, storage, trial) -> bool:
+    """Fail ``trial`` (a Trial or FrozenTrial) as interrupted and queue its parameters to run again; False when
+    another process finished it first (then that one queued it, or it completed)."""
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-    storage.set_trial_user_attr(trial._trial_id, "error", "interrupted: the sweep stopped while it ran")
-    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+    try:
+        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        storage.set_trial_user_attr(trial._trial_id, "error", "interrupted: the sweep stopped while it ran")
+        # The claim: a row lock in the database, so of two workers that recover the same trial one queues it.
+        if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            return False
+    except UpdateFinishedTrialError:
+        return False
     study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
+    return True
 
 
 # --- running trials ----------------------------------------------------------------------------------------------
@@ -346,45 +475,98 @@ def _error_line(log: Path) -> str:
     return (errors or lines or ["no output"])[-1][:500]
 
 
+WAIT = object()
+"""What :meth:`Runner._next_trial` returns while other workers run the study's last trials."""
+
+
 class Runner:
     """Runs trials of one study, ``sweep.jobs`` at a time, each as a ``dlbench fit`` process."""
 
     def __init__(self, sweep: Sweep, study, storage) -> None:
         self.sweep, self.study, self.storage = sweep, study, storage
-        self.distributions = {p.key: p.distribution() for p in sweep.params}
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.children: dict[int, subprocess.Popen] = {}
+        self.beating: set[int] = set()  # ids of the trials this process runs, whose heartbeats it records
         self.fatal: str | None = None
         self.started = 0
+        self.waiting_shown = False
         self.log_root = Path(log_root())
 
+    def _elsewhere(self, trial) -> bool:
+        """Whether a running trial is another worker's that will end one way or another: it finishes, its process
+        is seen gone (this machine) or its heartbeat stops (any machine). Trials of this process's other jobs are
+        waited for by :meth:`run`; one with neither a heartbeat nor a pid to check could hang a wait for ever."""
+        attrs = trial.user_attrs
+        if attrs.get("host") == socket.gethostname() and attrs.get("pid") == os.getpid():
+            return False
+        return bool(attrs.get("heartbeat")) or attrs.get("host") == socket.gethostname()
+
     def _next_trial(self):
+        """The next trial to run; None when there is none; WAIT when the study holds enough trials but other
+        workers still run some of them, which may yet be lost and queued again."""
+        from optuna.trial import TrialState
+
         with self.lock:
             if self.stop.is_set():
                 return None
+            recovered = recover_interrupted(self.study, self.storage)
+            if recovered:
+                print(f"trials {', '.join(map(str, recovered))} were running in a worker that is gone: they run "
+                      f"again.", flush=True)
             trials = self.study.get_trials(deepcopy=False)
-            if sum(map(_counted, trials)) >= self.sweep.trials:
-                return None
-            trial = self.study.ask(self.distributions)
+            if counted(trials) >= self.sweep.trials:
+                others = [t.number for t in trials if t.state == TrialState.RUNNING and self._elsewhere(t)]
+                if others and not self.waiting_shown:
+                    self.waiting_shown = True
+                    print(f"waiting for trials {', '.join(map(str, others))}, which other workers run, in case one "
+                          f"of them is lost and must run again here.", flush=True)
+                return WAIT if others else None
+            trial = self.study.ask()
+            # Seeded by the trial's number, which the database hands out once: workers that ask at the same moment
+            # draw different points, and one worker draws the same points run after run. (A grid point is chosen
+            # in ask, among those no other trial holds.)
+            self.study.sampler = _make_sampler(self.sweep, trial.number)
+            for param in self.sweep.params:
+                param.suggest(trial)
+            self.storage.record_heartbeat(trial._trial_id)
+            self.beating.add(trial._trial_id)
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("pid", os.getpid())
+            trial.set_user_attr("heartbeat", self.sweep.heartbeat)
             self.started += 1
             return trial
 
     def work(self) -> None:
         while (trial := self._next_trial()) is not None:
+            if trial is WAIT:
+                if self.stop.wait(self.sweep.heartbeat):
+                    return
+                continue
             try:
                 self.run_trial(trial)
             except Exception as err:  # a bug or a lost database: stop the sweep, leave no trial running
                 from optuna.exceptions import OptunaError
                 from optuna.trial import TrialState
+                from sqlalchemy.exc import SQLAlchemyError
 
                 self.fatal = self.fatal or f"trial {trial.number} could not be recorded ({type(err).__name__}: {err})"
                 self.stop.set()
-                with contextlib.suppress(OptunaError, KeyError):
+                with contextlib.suppress(OptunaError, KeyError, ValueError, SQLAlchemyError):
                     self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 return
+            finally:
+                self.beating.discard(trial._trial_id)
+
+    def _beat(self, done: threading.Event) -> None:
+        """Record a heartbeat for each trial this process runs, every ``--heartbeat`` seconds, until ``done``. A
+        database that cannot be reached for a while is no reason to stop: the trial may then be taken as lost."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        while not done.wait(self.sweep.heartbeat):
+            for trial_id in list(self.beating):
+                with contextlib.suppress(SQLAlchemyError):
+                    self.storage.record_heartbeat(trial_id)
 
     def _run_dir(self, number: int) -> Path:
         base = self.log_root / self.sweep.plugin_name / f"sweep-{self.sweep.name}-trial_{number}"
@@ -424,6 +606,12 @@ class Runner:
             finally:
                 self.children.pop(proc.pid, None)
         seconds = time.monotonic() - start
+        if self.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+            # Another worker took it as lost (no heartbeat got through for a while) and queued it again: the re-run
+            # counts, so this result is left out rather than recorded twice.
+            print(f"trial {trial.number} was taken as lost by another worker while it ran (no heartbeat reached "
+                  f"the database for {GRACE * sweep.heartbeat} s); its re-run counts instead.", flush=True)
+            return
         trial.set_user_attr("seconds", round(seconds, 1))
         if self.stop.is_set() and code != 0:
             _interrupted(self.study, self.storage, trial)
@@ -485,6 +673,8 @@ class Runner:
                     if active[0] == 0:
                         finished.set()
 
+        beat_done = threading.Event()
+        threading.Thread(target=self._beat, args=(beat_done,), daemon=True, name="sweep-heartbeat").start()
         for i in range(self.sweep.jobs):
             threading.Thread(target=job, daemon=True, name=f"sweep-job-{i}").start()
         main = threading.current_thread() is threading.main_thread()
@@ -504,6 +694,7 @@ class Runner:
                 proc.kill()
             raise
         finally:
+            beat_done.set()
             if main:
                 signal.signal(signal.SIGTERM, previous)
 
@@ -522,23 +713,40 @@ def summary(sweep: Sweep, study) -> str:
                   key=lambda t: t.value if minimize else -t.value)
     rest = [t for t in trials if t.state != TrialState.COMPLETE]
     keys = [p.key for p in sweep.params]
+    # Runs stay on the machine that ran them: once workers ran on several, a run directory says which.
+    several_hosts = len({t.user_attrs.get("host") for t in trials if "run_dir" in t.user_attrs}) > 1
+    reruns = {t.user_attrs["rerun_of"]: t.number for t in trials if "rerun_of" in t.user_attrs}
+
+    def run_of(t) -> str:
+        run_dir = t.user_attrs.get("run_dir", "")
+        return f"{t.user_attrs.get('host')}:{run_dir}" if several_hosts and run_dir else run_dir
+
     header = ["trial", "state", sweep.metric, *keys, "seconds", "run or reason"]
     rows = []
     for t in [*done, *rest]:
         value = f"{t.value:.6g}" if t.value is not None else "-"
-        note = t.user_attrs.get("run_dir", "") if t.state == TrialState.COMPLETE else t.user_attrs.get("error", "")
+        if t.state == TrialState.COMPLETE:
+            note = run_of(t)
+        elif t.state == TrialState.FAIL and "error" not in t.user_attrs:
+            note = "lost: its worker stopped sending heartbeats"
+        else:
+            note = t.user_attrs.get("error", "")
+        if t.number in reruns:
+            note += f" (run again as trial {reruns[t.number]})"
         rows.append([str(t.number), t.state.name.lower(), value,
                      *(shown(t.params[k]) if k in t.params else "-" for k in keys),
                      str(t.user_attrs.get("seconds", "-")), note])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-    lines = [f"sweep {sweep.name}: {len(trials)} trials ({counts}); study {sweep.storage}", ""]
+    lines = [f"sweep {sweep.name}: {len(trials)} trials ({counts}); study {shown_url(sweep.storage)}", ""]
     for r in [header, *rows]:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
     if done:
         best = done[0]
         lines += ["", f"best: trial {best.number}, {sweep.metric} {best.value:.6g} ({sweep.direction}) with "
-                      f"{' '.join(overrides(best.params))}",
-                  f"reproduce: dlbench fit --config {Path(best.user_attrs['run_dir']) / 'config.yaml'}"]
+                      f"{' '.join(overrides(best.params))}"]
+        if "run_dir" in best.user_attrs:
+            on = f" (on {best.user_attrs.get('host')})" if several_hosts else ""
+            lines.append(f"reproduce: dlbench fit --config {Path(best.user_attrs['run_dir']) / 'config.yaml'}{on}")
     return "\n".join(lines)
 
 
@@ -583,9 +791,9 @@ def run_sweep(sweep: Sweep) -> int:
     recovered = recover_interrupted(study, storage)
     if recovered:
         print(f"trials {', '.join(map(str, recovered))} were running when an earlier sweep stopped: they run again.")
-    counted = sum(map(_counted, study.get_trials(deepcopy=False)))
+    held = counted(study.get_trials(deepcopy=False))
     runner = Runner(sweep, study, storage)
-    print(f"sweep {sweep.name}: {counted} of {sweep.trials} trials in the study, {sweep.jobs} at a time; "
+    print(f"sweep {sweep.name}: {held} of {sweep.trials} trials in the study, {sweep.jobs} at a time; "
           f"directory {sweep.directory}, runs under {runner.log_root / sweep.plugin_name}", flush=True)
     try:
         runner.run()
@@ -608,6 +816,53 @@ def run_sweep(sweep: Sweep) -> int:
     return 0
 
 
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///PATH`` URL; None for other databases and SQLite in memory."""
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
+    return Path(path) if path and path != ":memory:" else None
+
+
+def show_study(storage: str | None, name: str | None, root: str = "sweeps") -> str:
+    """The table of a stored study, read without running or changing a trial: for a look at a sweep that workers,
+    here or on other machines, run or ran. Without ``name`` the storage's only study is shown; without
+    ``storage``, sweep ``name``'s SQLite file under ``root``."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    _quiet_optuna()
+    if storage is None:
+        if not name:
+            raise DlbenchError("--show needs the study: --name NAME (a sweep under ./sweeps, or with --storage URL), "
+                               "or the sweep's own command line (--model and --param) with --show added.")
+        storage = f"sqlite:///{(Path(root) / name / 'study.db').resolve()}"
+    db = _sqlite_path(storage)
+    if db is not None and not db.is_file():  # opening it would create an empty database
+        raise DlbenchError(f"there is no study database {db}; give the --storage URL and --name the sweep was run "
+                           f"with.")
+    try:
+        rdb = storage_for(storage)
+        names = sorted(optuna.get_all_study_names(rdb))
+    except (SQLAlchemyError, ValueError, ImportError) as err:
+        raise _bad_storage(storage, err) from None
+    if name is None and len(names) == 1:
+        name = names[0]
+    if name not in names:
+        held = f"it holds {', '.join(names)}" if names else "it holds no study"
+        what = f"no study {name!r}" if name else "more than one study"
+        raise DlbenchError(f"{what} in {shown_url(storage)}: {held}. Choose one with --name.")
+    study = optuna.load_study(study_name=name, storage=rdb)
+    definition = study.user_attrs.get("definition") or {}
+    fields = Param.__dataclass_fields__
+    params = [Param(**{k: v for k, v in p.items() if k in fields} | {"choices": tuple(p.get("choices") or ())})
+              for p in definition.get("params", [])]
+    if not params:  # a study some other program made: its trials' parameters, in the order first seen
+        keys = dict.fromkeys(k for t in study.get_trials(deepcopy=False) for k in t.params)
+        params = [Param(key, "float") for key in keys]
+    sweep = Sweep(model=definition.get("model", "?"), params=params, metric=definition.get("metric", "value"),
+                  direction=definition.get("direction") or study.direction.name.lower(), name=name, storage=storage)
+    return summary(sweep, study)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         import optuna  # noqa: F401
@@ -616,10 +871,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     fit_args = list(args.fit_args)
     if fit_args and fit_args[0] == "--":
         fit_args = fit_args[1:]
+    if args.show and not args.model:
+        print(show_study(args.storage, args.name, args.dir))
+        return 0
+    if not args.model:
+        raise DlbenchError("dlbench sweep needs --model NAME (see dlbench list), or --show to print a study that "
+                           "exists.")
     sweep = Sweep(model=args.model, data=args.data, params=[parse_param(p) for p in args.param], trials=args.trials,
                   sampler=args.sampler, metric=args.metric, direction=args.direction, pruner=args.pruner,
                   jobs=args.jobs, name=args.name, root=args.dir, storage=args.storage, seed=args.seed,
-                  fit_args=fit_args)
+                  fit_args=fit_args, heartbeat=args.heartbeat)
+    if args.show:  # the sweep's own command with --show: its default name and storage are worked out as for a run
+        sweep.resolve()
+        print(show_study(sweep.storage, sweep.name))
+        return 0
     return run_sweep(sweep)
 
 
@@ -631,8 +896,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "run under lightning_logs/; the study is kept in a database, so the same command continues it.",
         epilog="example:\n  dlbench sweep --model lstm --param model.hidden_size=int:8:64:log \\\n"
                "      --param model.lr=float:1e-4:1e-2:log --param model.num_layers=choice:1,2 --trials 8 \\\n"
-               "      -- --trainer.max_epochs 5")
-    p.add_argument("--model", required=True, help="plugin name (see dlbench list)")
+               "      -- --trainer.max_epochs 5\n"
+               "workers on several machines share a study through one database server:\n"
+               "  dlbench sweep --storage postgresql+psycopg://USER:PASSWORD@HOST/DB --name NAME ...   (on each)\n"
+               "  dlbench sweep --storage postgresql+psycopg://USER:PASSWORD@HOST/DB --name NAME --show")
+    p.add_argument("--model", help="plugin name (see dlbench list); needed except with --show")
     p.add_argument("--data", help="dataset name, if not the plugin's default")
     p.add_argument("--param", action="append", default=[], metavar="KEY=SPEC",
                    help="a searched argument: KEY=int:LO:HI[:log][:step=S], KEY=float:LO:HI[:log] or "
@@ -651,6 +919,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--storage", help="SQLAlchemy URL of the study database (default: sqlite file in the sweep "
                                      "directory)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
+    p.add_argument("--heartbeat", type=int, default=HEARTBEAT, metavar="SECONDS",
+                   help=f"how often a worker tells the study its trials are alive; a trial silent for {GRACE} "
+                        f"times that is taken as lost and runs again (default {HEARTBEAT}; give every worker the "
+                        f"same)")
+    p.add_argument("--show", action="store_true",
+                   help="print the table of an existing study (--storage URL --name NAME, or the sweep's own "
+                        "command) and its best trial, without running any")
     p.add_argument("fit_args", nargs=argparse.REMAINDER,
                    help="after --: arguments every trial's dlbench fit gets, e.g. -- --trainer.max_epochs 5")
     p.set_defaults(func=cmd_sweep)
