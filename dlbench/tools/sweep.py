@@ -619,7 +619,8 @@ class Runner:
         state, value, reason = self._outcome(trial, code, log, run_dir)
         if reason:
             trial.set_user_attr("error", reason)
-        self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        # skip_if_finished: another worker may have failed it as lost since the check above; its re-run counts.
+        self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True)
         self._progress(trial.number, state.name, value, reason, trial.params, seconds)
 
     def _outcome(self, trial, code: int, log: Path, run_dir: Path):
