@@ -62,6 +62,15 @@ def test_four_trial_sweep_records_ordinary_runs_and_the_best(workdir, capsys):
     assert (directory / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert (directory / "summary.txt").read_text().startswith(f"sweep {directory.name}: 4 trials")
 
+    # --show with --name alone reads the sweep's own SQLite study back, without running a trial.
+    assert cli_main(["sweep", "--name", directory.name, "--show"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith(f"sweep {directory.name}: 4 trials") and f"best: trial {best.number}" in shown
+    assert len(study.get_trials()) == 4
+    assert cli_main(["sweep", "--name", "nothing-here", "--show"]) == 2
+    assert "there is no study database" in capsys.readouterr().err
+    assert not (workdir / "sweeps" / "nothing-here").exists()  # looking did not create an empty database
+
 
 def test_resume_runs_only_the_missing_trials_and_failures_are_recorded(workdir, capsys):
     # hidden_size 0 makes dlbench fit fail (the model refuses it): two of the four grid points fail.

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -230,7 +232,21 @@ class Sweep:
         if not re.match(r"^[\w.-]+$", self.name):
             raise DlbenchError(f"--name {self.name!r}: use letters, digits, '_', '-' and '.' only.")
         self.directory = Path(self.root) / self.name
-        self.storage = self.storage or f"sqlite:///{(self.directory / 'study.db').resolve()}"
+        self.storage = self.storage or local_study_url(self.directory)
+
+    @classmethod
+    def stored(cls, study, name: str, storage: str) -> Sweep:
+        """The sweep a stored study was run as, from the :meth:`definition` it keeps (for reading its trials, not
+        for running more); a study some other program made gives its trials' parameters, in the order first seen."""
+        definition = study.user_attrs.get("definition") or {}
+        fields = Param.__dataclass_fields__
+        params = [Param(**{k: v for k, v in p.items() if k in fields} | {"choices": tuple(p.get("choices") or ())})
+                  for p in definition.get("params", [])]
+        if not params:
+            keys = dict.fromkeys(k for t in study.get_trials(deepcopy=False) for k in t.params)
+            params = [Param(key, "float") for key in keys]
+        return cls(model=definition.get("model", "?"), params=params, metric=definition.get("metric", "value"),
+                   direction=definition.get("direction") or study.direction.name.lower(), name=name, storage=storage)
 
     def definition(self) -> dict[str, Any]:
         """What makes two sweeps the same study (not how many trials or processes run it)."""
@@ -301,8 +317,6 @@ def _requeue_lost(max_retry: int):
     """Optuna's callback that queues a heartbeat-stale trial again, with the re-run marked ``rerun_of`` as the
     sweep's own re-runs are (so the lost trial stops counting toward ``--trials``) and none of the lost run's
     attributes (its host, pid and run directory are the dead worker's)."""
-    import copy
-
     from optuna import storages
 
     # RetryFailedTrialCallback is the name before Optuna 4.9, an alias of the new one after.
@@ -336,8 +350,6 @@ def storage_for(url: str, heartbeat: int | None = None):
     lost: dict[str, Any] = {}
     if heartbeat:
         _quiet_optuna()
-        import inspect
-
         new_api = "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
         lost = {"heartbeat_interval": heartbeat, "grace_period": GRACE * heartbeat,
                 "heartbeat_stale_trial_callback" if new_api else "failed_trial_callback": _requeue_lost(MAX_RETRIES)}
@@ -817,10 +829,22 @@ def run_sweep(sweep: Sweep) -> int:
     return 0
 
 
+def local_study_url(directory: Path) -> str:
+    """The URL of the SQLite study a sweep keeps in its own directory when no ``--storage`` is given."""
+    return f"sqlite:///{(directory / 'study.db').resolve()}"
+
+
 def _sqlite_path(url: str) -> Path | None:
-    """The file of a ``sqlite:///PATH`` URL; None for other databases and SQLite in memory."""
-    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
-    return Path(path) if path and path != ":memory:" else None
+    """The file of a SQLite URL; None for other databases, SQLite in memory and URLs SQLAlchemy cannot parse."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    database = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    return Path(database) if database and database != ":memory:" else None
 
 
 def show_study(storage: str | None, name: str | None, root: str = "sweeps") -> str:
@@ -835,7 +859,7 @@ def show_study(storage: str | None, name: str | None, root: str = "sweeps") -> s
         if not name:
             raise DlbenchError("--show needs the study: --name NAME (a sweep under ./sweeps, or with --storage URL), "
                                "or the sweep's own command line (--model and --param) with --show added.")
-        storage = f"sqlite:///{(Path(root) / name / 'study.db').resolve()}"
+        storage = local_study_url(Path(root) / name)
     db = _sqlite_path(storage)
     if db is not None and not db.is_file():  # opening it would create an empty database
         raise DlbenchError(f"there is no study database {db}; give the --storage URL and --name the sweep was run "
@@ -852,16 +876,7 @@ def show_study(storage: str | None, name: str | None, root: str = "sweeps") -> s
         what = f"no study {name!r}" if name else "more than one study"
         raise DlbenchError(f"{what} in {shown_url(storage)}: {held}. Choose one with --name.")
     study = optuna.load_study(study_name=name, storage=rdb)
-    definition = study.user_attrs.get("definition") or {}
-    fields = Param.__dataclass_fields__
-    params = [Param(**{k: v for k, v in p.items() if k in fields} | {"choices": tuple(p.get("choices") or ())})
-              for p in definition.get("params", [])]
-    if not params:  # a study some other program made: its trials' parameters, in the order first seen
-        keys = dict.fromkeys(k for t in study.get_trials(deepcopy=False) for k in t.params)
-        params = [Param(key, "float") for key in keys]
-    sweep = Sweep(model=definition.get("model", "?"), params=params, metric=definition.get("metric", "value"),
-                  direction=definition.get("direction") or study.direction.name.lower(), name=name, storage=storage)
-    return summary(sweep, study)
+    return summary(Sweep.stored(study, name, storage), study)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
