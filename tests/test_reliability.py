@@ -45,34 +45,61 @@ def _curve(run: Path, tag: str) -> list[tuple[int, float]]:
     return read_scalars(run)[tag]
 
 
-def _stop_in_second_epoch(tmp_path: Path, how: signal.Signals) -> tuple[Path, dict]:
+SIGNAL_AT = '''
+import os
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
+
+
+class SignalAt(Callback):
+    """Sends this process ``signum`` once, when training has taken ``step`` steps: the signal a user's Ctrl-C or a
+    scheduler's SIGTERM delivers, at a known batch however loaded the machine is. ``marker`` records that it was
+    sent, so the run resumed from the same config is not stopped again."""
+
+    def __init__(self, step: int, signum: int, marker: str) -> None:
+        self.step, self.signum, self.marker = step, signum, Path(marker)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), self.signum)
+'''
+
+
+def _stop_in_second_epoch(tmp_path: Path, monkeypatch, how: signal.Signals) -> tuple[Path, dict]:
+    """A run sent ``how`` halfway through its second epoch; checks it stopped there, said how to resume, and wrote
+    ``last.ckpt`` at the step it stopped."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "dlbench_signal_at.py").write_text(SIGNAL_AT)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    at = STEPS + STEPS // 2
+    callback = [{"class_path": "dlbench_signal_at.SignalAt",
+                 "init_args": {"step": at, "signum": int(how), "marker": str(hook / "sent")}}]
     run = tmp_path / "lightning_logs" / "lstm" / "version_0"
-    process = _start(tmp_path, *SMALL)
-    _wait_for_steps(run, STEPS, process)
-    # status.json is written at the end of the first epoch; half an epoch later the run is inside the second one
-    # however loaded the machine (the end-of-epoch work, validation and checkpoints, takes far less than that).
-    first_epoch = json.loads((run / "status.json").read_text())["train_seconds"]
-    time.sleep(max(0.2, first_epoch / 2))
-    process.send_signal(how)
-    _, err = process.communicate(timeout=120)
+    process = _start(tmp_path, *SMALL, "--trainer.callbacks", json.dumps(callback))
+    _, err = process.communicate(timeout=300)
+    assert (hook / "sent").exists(), err
     assert process.returncode == 130, err
     assert f"Resume with: dlbench fit --resume {Path('lightning_logs/lstm/version_0')}" in err
     assert "Traceback" not in err
     status = json.loads((run / "status.json").read_text())
-    assert status["status"] == "interrupted" and status["steps"] % STEPS != 0  # stopped inside an epoch
+    # Stopped at the batch boundary right after the signal (inside the second epoch), not at the epoch's end.
+    assert status["status"] == "interrupted" and status["steps"] == at
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == status["steps"]  # the checkpoint was written where it stopped
     return run, status
 
 
-def test_sigterm_stops_at_a_batch_boundary_with_a_checkpoint(tmp_path):
-    _stop_in_second_epoch(tmp_path, signal.SIGTERM)
+def test_sigterm_stops_at_a_batch_boundary_with_a_checkpoint(tmp_path, monkeypatch):
+    _stop_in_second_epoch(tmp_path, monkeypatch, signal.SIGTERM)
 
 
-def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path):
+def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     """Ctrl-C stops at a batch boundary with a checkpoint; the resumed run matches, number for number, a run that
     was never stopped (same batches, same random draws)."""
-    run, status = _stop_in_second_epoch(tmp_path, signal.SIGINT)
+    run, status = _stop_in_second_epoch(tmp_path, monkeypatch, signal.SIGINT)
 
     resumed = dlbench("fit", "--resume", str(run), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
