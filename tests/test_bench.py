@@ -18,15 +18,16 @@ from dlbench.runs import bench, read_scalars
 
 
 def test_bench_ranks_the_model_that_trains_and_reports_the_one_that_fails(tmp_path):
+    # mlp refuses the LSTM's arguments (it has no hidden_size): its runs fail, the lstm's go on.
     out = tmp_path / "board"
-    result = dlbench("bench", "--models", "lstm,nosuch", "--seeds", "2", "--max_epochs", "2", "--output", str(out),
+    result = dlbench("bench", "--models", "lstm,mlp", "--seeds", "2", "--max_epochs", "2", "--output", str(out),
                      "--", "--model.hidden_size", "8", "--model.num_layers", "1", cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
 
     runs = list(csv.DictReader(io.StringIO((out / "runs.csv").read_text())))
     assert [(r["model"], int(r["seed"]), r["status"]) for r in runs] == [
-        ("lstm", 42, "ok"), ("lstm", 43, "ok"), ("nosuch", 42, "failed"), ("nosuch", 43, "failed")]
+        ("lstm", 42, "ok"), ("lstm", 43, "ok"), ("mlp", 42, "failed"), ("mlp", 43, "failed")]
     scores = []
     for r in runs[:2]:  # each run is an ordinary run directory, trained with its own seed and the extra arguments
         run_dir = tmp_path / r["run_dir"]
@@ -37,25 +38,39 @@ def test_bench_ranks_the_model_that_trains_and_reports_the_one_that_fails(tmp_pa
         assert float(r["score"]) == pytest.approx(scores[-1], rel=1e-6)
         assert float(r["peak_rss_mb"]) > 50 and float(r["train_seconds"]) > 0
         assert 0 <= float(r["time_to_best"]) <= float(r["train_seconds"]) + 1
-    assert runs[2]["reason"].startswith("unknown plugin 'nosuch'")
+    assert "unknown argument --model.hidden_size" in runs[2]["reason"]
 
     board = list(csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())))
-    lstm, nosuch = board
+    lstm, mlp = board
     assert lstm["model"] == "lstm" and lstm["rank"] == "1" and lstm["metric"] == "test/rmse"
     assert float(lstm["mean"]) == pytest.approx(statistics.fmean(scores), rel=1e-6)
     assert float(lstm["std"]) == pytest.approx(statistics.stdev(scores), rel=1e-5)
     assert lstm["seeds"] == "2/2" and lstm["status"] == "ok" and float(lstm["samples_per_second"]) > 0
     assert int(lstm["params"]) == 4 * (1 * 8 + 8 * 8 + 2 * 8) + 8 + 1  # one LSTM layer of 8 units and a linear head
-    assert nosuch["model"] == "nosuch" and nosuch["rank"] == "" and nosuch["mean"] == "" and nosuch["seeds"] == "0/2"
-    assert nosuch["status"].startswith("failed: unknown plugin 'nosuch'")
+    assert mlp["model"] == "mlp" and mlp["rank"] == "" and mlp["mean"] == "" and mlp["seeds"] == "0/2"
+    assert mlp["status"].startswith("failed: ") and "unknown argument --model.hidden_size" in mlp["status"]
 
     markdown = (out / "leaderboard.md").read_text()
-    assert "| 1 | lstm |" in markdown and "| nosuch |" in markdown and "torch" in markdown
-    assert "`dlbench bench --models lstm,nosuch --seeds 2 --max_epochs 2 --output " in markdown
+    assert "| 1 | lstm |" in markdown and "| mlp |" in markdown and "torch" in markdown
+    assert "`dlbench bench --models lstm,mlp --seeds 2 --max_epochs 2 --output " in markdown
     assert markdown.count("\n| lstm | 4") == 2  # the per-run table: both seeds
-    assert (out / "logs" / "nosuch-seed42.stderr.log").read_text().strip().endswith("dlbench list' to see every "
-                                                                                    "installed plugin.")
+    assert (out / "logs" / "mlp-seed42.stderr.log").read_text().strip().splitlines()[-1].startswith(
+        "dlbench: error: bad argument: unknown argument --model.hidden_size")
     assert "| 1 | lstm |" in result.stdout  # the leaderboard is printed too
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--models", "lstm,lstn"], "unknown plugin 'lstn'. Did you mean 'lstm'?"),
+    (["--kind", "series", "--data", "sunspot"], "unknown dataset 'sunspot'. Did you mean 'sunspots'"),
+])
+def test_unknown_names_are_refused_before_anything_trains(tmp_path, argv, message):
+    start = time.monotonic()
+    result = dlbench("bench", *argv, "--max_epochs", "1", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert f"dlbench: error: {message}" in result.stderr and "Traceback" not in result.stderr
+    assert "[1/" not in result.stderr  # no run started: lstm, first in the list, did not train
+    assert list(tmp_path.iterdir()) == []  # no bench-*/ folder, no lightning_logs/
+    assert time.monotonic() - start < 60
 
 
 def _parse(*argv: str) -> argparse.Namespace:

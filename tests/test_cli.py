@@ -211,7 +211,7 @@ def test_best_and_last_name_a_trained_runs_files_in_a_new_process(tmp_path):
 
 @pytest.mark.parametrize("args, must_say", [
     (["test", "--model", "lstm", "--ckpt_path", "best"], "--ckpt_path best needs the run it belongs to"),
-    (["test", "--run", "nowhere"], "nowhere is not a run directory"),
+    (["test", "--run", "nowhere"], "run directory nowhere does not exist"),
     (["fit", "--run", "nowhere"], "--run goes with validate, test and predict"),
 ])
 def test_best_without_a_run_says_how_to_name_one(tmp_path, args, must_say):

@@ -72,6 +72,57 @@ def test_torchscript_export_of_a_checkpoint_file(run_dir, tmp_path, capsys):
     assert not list(tmp_path.glob(".export-*")), "the temporary export directory was left behind"
 
 
+@needs_onnx
+def test_output_into_an_existing_folder_is_named_as_cp_would(run_dir, tmp_path, capsys):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    assert cli_main(["export", str(run_dir), "-o", str(folder)]) == 0
+    out = capsys.readouterr().out
+    written = folder / "lstm-version_0.onnx"
+    assert [p.name for p in folder.iterdir()] == [written.name]  # no temporary folder left beside it
+    # The size printed is the file's, not the folder's 4 KiB.
+    assert f"exported {written} ({written.stat().st_size / 1024:.0f} KiB, onnx) from {run_dir}" in out
+
+
+def test_checkpoint_into_an_existing_folder_takes_its_stem(run_dir, tmp_path, capsys):
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    assert cli_main(["export", str(checkpoint), "--format", "torchscript", "-o", str(tmp_path)]) == 0
+    written = tmp_path / "last.torchscript.pt"
+    assert f"exported {written} ({written.stat().st_size / 1024:.0f} KiB, torchscript)" in capsys.readouterr().out
+    assert torch.jit.load(str(written)) is not None
+
+
+def test_missing_output_folder_is_one_line_before_the_export(run_dir, tmp_path):
+    output = tmp_path / "missing" / "x.onnx"
+    result = subprocess.run([sys.executable, "-m", "dlbench", "export", str(run_dir), "-o", str(output)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [f"dlbench: error: cannot write {output}: its folder {output.parent} does "
+                                          f"not exist. Create it first or choose another -o."]
+    assert result.stdout == "" and not output.parent.exists()
+
+
+@pytest.mark.parametrize(("output", "message"), [
+    ("/proc/nope/x.onnx", "cannot write /proc/nope/x.onnx: its folder /proc/nope does not exist. Create it first"),
+    ("/proc/x.onnx", "cannot write /proc/x.onnx: its folder /proc takes no new files ("),
+    ("{tmp}/new/", "cannot write {tmp}/new/: the folder {tmp}/new does not exist. Create it first"),
+    ("{tmp}/file/x.onnx", "cannot write {tmp}/file/x.onnx: {tmp}/file is a file, not a folder"),
+])
+def test_unwritable_outputs_are_one_line(run_dir, tmp_path, capsys, monkeypatch, output, message):
+    if output.startswith("/proc") and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    (tmp_path / "file").write_text("not a folder")
+
+    def slow_export(*args, **kwargs):
+        raise AssertionError("the output was checked only after the export")
+
+    monkeypatch.setattr(export, "export_model", slow_export)
+    assert cli_main(["export", str(run_dir), "-o", output.format(tmp=tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dlbench: error: {message.format(tmp=tmp_path)}") and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
 def test_run_dir_prefers_the_best_checkpoint(run_dir):
     source = TrainedRun.open(run_dir)
     assert source.checkpoint.name.startswith("best-") and source.checkpoint.parent == run_dir / "checkpoints"

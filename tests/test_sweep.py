@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import dlbench
 
 optuna = pytest.importorskip("optuna")
 
@@ -181,6 +182,58 @@ def test_definition_checks_before_any_trial(workdir):
                                                                   sweep_mod.parse_param("model.dropout=choice:0,0.1")])
     sizes.resolve()
     assert sizes.trials == 6 and sizes.metric == "val/rmse" and sizes.direction == "minimize"
+
+
+def test_misspelt_param_is_refused_before_a_study_or_run_exists(tmp_path):
+    result = dlbench("sweep", "--model", "lstm", "--param", "model.hiden_size=int:8:64", "--trials", "2",
+                     "--", "--trainer.max_epochs", "1", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "dlbench: error: --param model.hiden_size: lstm's model LSTMForecaster has no argument 'hiden_size'. " \
+           "Did you mean model.hidden_size?" in result.stderr
+    assert "'dlbench info lstm'" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "trial" not in result.stdout
+    assert list(tmp_path.iterdir()) == []  # no sweeps/<name>/study.db, no lightning_logs/
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--param", "trainer.max_epoch=int:1:3"], "lightning's Trainer (with dlbench's steps_per_call) has no argument "
+                                               "'max_epoch'. Did you mean trainer.max_epochs"),
+    (["--param", "data.windw=int:4:8"], "lstm's data module SeriesDataModule has no argument 'windw'. Did you mean "
+                                        "data.window?"),
+    (["--data", "sunspots", "--param", "data.zzz=int:4:8"], "dataset sunspots's data module SeriesDataModule has no "
+                                                            "argument 'zzz'. It takes batch_size, column, path"),
+    (["--data", "sunspot", "--param", "data.window=int:4:8"], "unknown dataset 'sunspot'. Did you mean 'sunspots'"),
+    (["--param", "modle.lr=float:1e-3:1e-2"], "dlbench fit has no argument group 'modle'. Did you mean model.lr?"),
+    (["--param", "model.lr=float:1e-3:1e-2", "--trials", "0"], "--trials must be >= 1, got 0"),
+    (["--param", "model.num_layers=choice:1,2", "--sampler", "grid", "--trials", "0"], "--trials must be >= 1, got 0"),
+])
+def test_bad_names_and_counts_are_refused_before_any_trial(workdir, capsys, argv, message):
+    assert cli_main(["sweep", "--model", "lstm", *argv, *TINY]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "Traceback" not in captured.err and "trial" not in captured.out
+    assert list(workdir.iterdir()) == []
+
+
+def test_real_argument_names_pass_the_check(workdir):
+    keys = ["model.init_args.lr", "model.hidden_size", "data.batch_size", "trainer.steps_per_call",
+            "trainer.gradient_clip_val", "seed_everything", "optimizer.init_args.lr"]
+    sweep = sweep_mod.Sweep(model="lstm", data="sunspots", params=[sweep_mod.parse_param(f"{k}=choice:1,2")
+                                                                   for k in keys])
+    sweep.resolve()
+    assert sweep.trials == 20 and list(workdir.iterdir()) == []
+
+    import lightning
+
+    class Base:
+        def __init__(self, size: int = 3) -> None: ...
+
+    class Forwards(Base):  # **kwargs that go to a parent's named arguments
+        def __init__(self, depth: int = 2, **kwargs) -> None: ...
+
+    class Open(lightning.LightningModule):  # **kwargs into Lightning's own: anything may be meant, nothing refused
+        def __init__(self, width: int = 1, **kwargs) -> None: ...
+
+    assert sweep_mod.init_arguments(Forwards) == {"depth", "size"} and sweep_mod.init_arguments(Open) is None
 
 
 def test_same_name_other_definition_is_refused(workdir):

@@ -23,6 +23,12 @@ LAST_CHECKPOINT = "last.ckpt"
 BEST_CHECKPOINT = "best-epoch={epoch}-step={step}"
 """The best checkpoint's file name pattern (Lightning's ModelCheckpoint ``filename``), ``.ckpt`` added."""
 EVENTS_PREFIX = "events.out.tfevents"
+EVALUATIONS_DIR = "evaluations"
+"""Inside a run directory: one folder a validate/test/predict of the run (``test_0``, ...). The fit never writes
+there, and nothing else writes anywhere else in a run directory."""
+DERIVED_DIRS = (EVALUATIONS_DIR, "predictions", "export", "compress")
+"""Folders of a run directory that commands reading the run write their own outputs into; every other file of a run
+belongs to the fit that made it (and its resume)."""
 
 # Tags.
 PARAMS_TAG = "model/params"

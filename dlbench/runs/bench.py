@@ -76,13 +76,19 @@ class Result:
 # ---- what to run --------------------------------------------------------------------------------------------------
 
 def models_for(args: argparse.Namespace) -> list[str]:
+    """The plugins to train, each name resolved in the registry before anything trains: a misspelt one is the
+    registry's error (with its suggestion), not a failed run after the others trained. So is an unknown --data."""
+    from dlbench.core import registry
+
+    if args.data and not ("." in args.data and ":" not in args.data):  # a class path is dlbench fit's to check
+        registry.dataset(args.data)
     if args.models:
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         if not models:
             raise DlbenchError("--models is empty; give plugin names such as --models lstm,rnn.")
+        for model in models:
+            registry.resolve(registry.PLUGINS, model)
         return list(dict.fromkeys(models))
-    from dlbench.core import registry
-
     working = [e for e in registry.entries(registry.PLUGINS) if e.spec is not None]
     models = [e.name for e in working if e.spec.data_kind == args.kind]
     if not models:

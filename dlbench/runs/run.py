@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from dlbench.core.conventions import CONFIG_FILE, EVENTS_PREFIX, HPARAMS_FILE, PARAMS_TAG, STATUS_FILE
+from dlbench.core.conventions import (
+    CONFIG_FILE,
+    EVALUATIONS_DIR,
+    EVENTS_PREFIX,
+    HPARAMS_FILE,
+    PARAMS_TAG,
+    STATUS_FILE,
+)
 from dlbench.core.errors import DlbenchError
 from dlbench.runs.directory import process_gone, read_status
 
@@ -192,7 +199,7 @@ def _walk_runs(root: Path) -> Iterator[Path]:
         here = Path(dirpath)
         keep = []
         for name in sorted(dirnames):
-            if name.startswith(".") or name == "checkpoints":
+            if name.startswith(".") or name == "checkpoints" or name == EVALUATIONS_DIR:
                 continue
             if is_run_dir(here / name):
                 yield here / name

@@ -160,8 +160,12 @@ def export_model(model, inputs: tuple, fmt: str, output: Path) -> Result:
         expected = flat_outputs(model(*inputs))
     if not expected:
         raise NotExportable("its forward returns no tensors.")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-") as tmp:
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        scratch = tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-")
+    except OSError as err:  # a read-only run directory, a full disk: one line, before the exporter runs
+        raise DlbenchError(f"cannot write {output}: {err.strerror or err}. Choose another place with -o.") from None
+    with scratch as tmp:
         path = Path(tmp) / output.name
         dynamic = write(model, inputs, path)
         n = _batch_size(inputs)
@@ -195,13 +199,52 @@ def default_output(source: TrainedRun, fmt: str) -> Path:
     return source.checkpoint.with_suffix(FORMATS[fmt])
 
 
+def output_path(source: TrainedRun, given: str | Path, fmt: str, output: str | Path) -> Path:
+    """The file ``-o output`` names, as ``cp`` reads its target: an existing folder gets ``<name><suffix>`` inside
+    (``<plugin>-<run dir name>`` for a run directory ``given``, the checkpoint's stem for a .ckpt file). A
+    DlbenchError, before the slow export, when the file cannot be written there."""
+    try:
+        return _writable(source, given, fmt, output)
+    except OSError as err:  # a folder on the way that cannot even be looked into
+        raise DlbenchError(f"cannot write {output}: {err.strerror or err} ({err.filename or output}). Choose another "
+                           f"-o, in a folder you can write to.") from None
+
+
+def _writable(source: TrainedRun, given: str | Path, fmt: str, output: str | Path) -> Path:
+    path = Path(output)
+    if path.is_dir():
+        name = f"{source.plugin_name}-{Path(given).resolve().name}" if Path(given).is_dir() else source.checkpoint.stem
+        path = path / f"{name}{FORMATS[fmt]}"
+    elif str(output).endswith(("/", "\\")):  # "-o new/": a folder is meant, as cp means it
+        if path.exists():
+            raise DlbenchError(f"cannot write {output}: {path} is a file, not a folder. Choose another -o.")
+        raise DlbenchError(f"cannot write {output}: the folder {path} does not exist. Create it first or choose "
+                           f"another -o.")
+    folder = path.parent
+    if not folder.exists():
+        raise DlbenchError(f"cannot write {path}: its folder {folder} does not exist. Create it first or choose "
+                           f"another -o.")
+    if not folder.is_dir():
+        raise DlbenchError(f"cannot write {path}: {folder} is a file, not a folder. Choose another -o.")
+    try:  # the export writes a temporary folder beside the file, then moves the checked file into place
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".export-"):
+            pass
+    except OSError as err:
+        raise DlbenchError(f"cannot write {path}: its folder {folder} takes no new files ({err.strerror or err}). "
+                           f"Choose another -o, in a folder you can write to.") from None
+    if path.exists() and not path.is_file():
+        raise DlbenchError(f"cannot write {path}: something that is not a file is there. Choose another -o.")
+    return path
+
+
 def export(path: str | Path, fmt: str, output: str | Path | None = None, weights_only: bool = True) -> Result:
     """Export the model of a run directory or checkpoint; see the module docstring."""
     source = TrainedRun.open(path, weights_only)
+    target = output_path(source, path, fmt, output) if output else default_output(source, fmt)
     try:
         model = source.load_model(weights_only)
         inputs = forward_inputs(model, source.real_batch())
-        return export_model(model, inputs, fmt, Path(output) if output else default_output(source, fmt))
+        return export_model(model, inputs, fmt, target)
     except NotExportable as err:
         raise NotExportable(f"{source.plugin_name} cannot be exported to {fmt}: {err}") from None
 
@@ -266,8 +309,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                           "checkpoint file, and check the file against PyTorch on a real test batch.")
     p.add_argument("path", nargs="?", help="run directory (lightning_logs/<plugin>/version_N) or .ckpt file")
     p.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="file format (default: onnx)")
-    p.add_argument("--output", "-o", help="file to write (default: <run dir>/export/<plugin>.onnx or "
-                                          "<plugin>.torchscript.pt)")
+    p.add_argument("--output", "-o", help="file to write, or an existing folder to write <plugin>-<run dir "
+                                          "name>.onnx (or <checkpoint stem>.onnx) into, as cp does (default: <run "
+                                          "dir>/export/<plugin>.onnx or <plugin>.torchscript.pt)")
     p.add_argument("--weights_only", type=parse_bool, default=True,
                    help="load checkpoints without running code (default true; false only for files you trust)")
     p.add_argument("--all", action="store_true",

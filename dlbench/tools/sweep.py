@@ -20,7 +20,8 @@ records a heartbeat for every trial it runs (Optuna's RDBStorage heartbeat); a t
 :data:`GRACE` heartbeats (killed, machine lost) is failed by whichever worker looks next and queued to run again, and
 a worker that has nothing left to start waits for the trials others run, so the study ends complete. At the end: a
 table of the trials, the best one and how to reproduce it, and a plot. ``--show`` prints that table for a study
-without running anything.
+without running anything. Before the study is opened, every ``--param`` name is checked against the arguments the
+plugin's classes and the Trainer take (:func:`check_param_names`), so a misspelt one leaves nothing behind.
 
 This module imports neither torch nor Optuna until a sweep runs.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import difflib
 import hashlib
 import inspect
 import json
@@ -53,6 +55,7 @@ import yaml
 from dlbench.core import registry
 from dlbench.core.conventions import log_root
 from dlbench.core.errors import DlbenchError, first_line
+from dlbench.core.spec import import_class, import_ref
 from dlbench.runs.directory import pid_alive
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -202,8 +205,9 @@ class Sweep:
     fit_args: list[str] = field(default_factory=list)
     heartbeat: int = HEARTBEAT
 
-    def resolve(self) -> None:
-        """Fill the defaults that depend on the plugin and check what can be checked before any trial runs."""
+    def resolve(self, check_names: bool = True) -> None:
+        """Fill the defaults that depend on the plugin and check what can be checked before any trial runs (with
+        ``check_names``, each ``--param`` name against the plugin's arguments: see :func:`check_param_names`)."""
         plugin = registry.plugin(self.model)
         self.plugin_name = plugin.name
         self.metric = self.metric or plugin.monitor
@@ -222,12 +226,15 @@ class Sweep:
             raise DlbenchError(f"--jobs must be >= 1, got {self.jobs}.")
         if self.heartbeat < 1:
             raise DlbenchError(f"--heartbeat must be >= 1 (seconds), got {self.heartbeat}.")
+        if self.trials is not None and self.trials < 1:  # before the defaults below, which would read 0 as unset
+            raise DlbenchError(f"--trials must be >= 1, got {self.trials}: it is how many trials the study should "
+                               f"hold in all (default 20).")
         if self.sampler == "grid":
             size = math.prod(len(p.grid()) for p in self.params)
             self.trials = min(self.trials or size, size)
         self.trials = self.trials or 20
-        if self.trials < 1:
-            raise DlbenchError(f"--trials must be >= 1, got {self.trials}.")
+        if check_names:
+            check_param_names(plugin, self.data, [p.key for p in self.params])
         self.name = self.name or f"{self.plugin_name}-{self.fingerprint()[:8]}"
         if not re.match(r"^[\w.-]+$", self.name):
             raise DlbenchError(f"--name {self.name!r}: use letters, digits, '_', '-' and '.' only.")
@@ -260,6 +267,109 @@ class Sweep:
         """The ``dlbench fit`` arguments of one trial, as a user would type them."""
         data = ["--data", self.data] if self.data else []
         return ["fit", "--model", self.model, *data, *overrides(params), *self.fit_args]
+
+
+# --- the names searched ------------------------------------------------------------------------------------------
+
+GROUPS = ("model", "data", "trainer", "checkpoint", "optimizer", "lr_scheduler")
+"""The dotted argument groups of ``dlbench fit``; the first three are checked name by name."""
+
+
+def _named_arguments(init) -> tuple[set[str], bool]:
+    """The keyword names of ``init`` and whether it also takes ``**kwargs``."""
+    params = inspect.signature(init).parameters.values()
+    names = {p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return names, any(p.kind == p.VAR_KEYWORD for p in params)
+
+
+def init_arguments(cls: type) -> set[str] | None:
+    """The names ``cls(...)`` takes, following ``**kwargs`` to the parent classes that receive them; None when
+    ``**kwargs`` goes on to Lightning's or torch's base classes, where the class may hand them to anything (nothing
+    is refused then)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        if klass is object or klass.__module__.split(".")[0] in ("lightning", "pytorch_lightning", "torch"):
+            return None
+        own, more = _named_arguments(klass.__init__)
+        names |= own
+        if not more:
+            return names
+    return None
+
+
+def _load(ref: str) -> type:
+    try:
+        return import_ref(ref)
+    except ImportError as err:
+        raise DlbenchError(f"cannot import {ref} ({err}). Reinstall the plugin that provides it ('dlbench list' "
+                           f"shows what is installed).") from None
+
+
+def _data_class(plugin, data: str | None) -> tuple[type, str]:
+    """The data module class the trials train on and how to name it: ``--data NAME`` (a registered dataset), a
+    class path as ``dlbench fit --data`` takes one, or the plugin's own."""
+    if data is None:
+        return _load(plugin.datamodule), f"{plugin.name}'s data module"
+    if "." in data and ":" not in data:
+        return import_class(data, "data module"), f"the data module {data}"
+    dataset = registry.dataset(data)
+    if dataset.data_kind != plugin.data_kind:
+        raise DlbenchError(f"model {plugin.name!r} and data {dataset.name!r} do not fit: {plugin.name} expects "
+                           f"{plugin.data_kind} data, {dataset.name} is {dataset.data_kind} data. Pick a dataset of "
+                           f"kind {plugin.data_kind!r} ('dlbench list --datasets').")
+    return _load(dataset.datamodule), f"dataset {dataset.name}'s data module"
+
+
+def _trainer_arguments() -> set[str]:
+    """``lightning.Trainer``'s arguments and dlbench's own (``steps_per_call``)."""
+    import lightning
+
+    from dlbench.train.trainer import DlbenchTrainer
+
+    return _named_arguments(lightning.Trainer.__init__)[0] | _named_arguments(DlbenchTrainer.__init__)[0]
+
+
+def check_param_names(plugin, data: str | None, keys: list[str]) -> None:
+    """Each searched name against what ``dlbench fit`` accepts: ``model.X`` against the plugin's LightningModule
+    ``__init__``, ``data.X`` against its data module's (``--data``'s when given), ``trainer.X`` against
+    ``lightning.Trainer``'s plus ``steps_per_call``; a dotted name of no argument group is refused too. The first
+    unknown one is a DlbenchError that names it with the close names, raised before any study or run exists."""
+    info = f"'dlbench info {plugin.name}' lists every model and data argument with its default"
+    for key in keys:
+        group, dot, rest = key.partition(".")
+        if not dot:
+            continue  # a top-level option (seed_everything, ...): dlbench fit itself refuses one that is not
+        if group not in GROUPS:
+            close = difflib.get_close_matches(group, GROUPS, n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]}.{rest}?" if close else ""
+            raise DlbenchError(f"--param {key}: dlbench fit has no argument group {group!r}.{hint} Searched names "
+                               f"begin with model., data. or trainer.; {info}.")
+        if group not in ("model", "data", "trainer"):
+            continue
+        parts = rest.split(".")
+        if group != "trainer" and parts[0] == "init_args" and len(parts) > 1:
+            parts = parts[1:]  # model.init_args.lr: the long form of model.lr
+        name = parts[0]
+        if group == "trainer":
+            known: set[str] | None = _trainer_arguments()
+            owner = "lightning's Trainer (with dlbench's steps_per_call)"
+            where = (f"'dlbench fit --model {plugin.name} --help' lists the Trainer's arguments ('dlbench info "
+                     f"{plugin.name}' the model's and the data's)")
+        else:
+            cls, owner = (_load(plugin.model), f"{plugin.name}'s model") if group == "model" else \
+                _data_class(plugin, data)
+            known, owner, where = init_arguments(cls), f"{owner} {cls.__name__}", info
+        if known is None or name in known or name in ("class_path", "init_args"):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+        if close:
+            hint = f" Did you mean {' or '.join(f'{group}.{c}' for c in close)}?"
+        else:
+            hint = f" It takes {', '.join(sorted(known))}." if group != "trainer" else ""
+        raise DlbenchError(f"--param {key}: {owner} has no argument {name!r}.{hint} No trial was run and no study "
+                           f"made; {where}.")
 
 
 # --- the study ---------------------------------------------------------------------------------------------------
@@ -898,7 +1008,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                   jobs=args.jobs, name=args.name, root=args.dir, storage=args.storage, seed=args.seed,
                   fit_args=fit_args, heartbeat=args.heartbeat)
     if args.show:  # the sweep's own command with --show: its default name and storage are worked out as for a run
-        sweep.resolve()
+        sweep.resolve(check_names=False)  # only the name and the storage are needed to read the study
         print(show_study(sweep.storage, sweep.name))
         return 0
     return run_sweep(sweep)

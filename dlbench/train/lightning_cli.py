@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
+import re
 import sys
 import tempfile
 import warnings
@@ -12,9 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
@@ -34,12 +36,13 @@ from dlbench.train.callbacks import (
     RunStatus,
     skip_inherited_batch_hooks,
 )
-from dlbench.train.logger import RunLogger
+from dlbench.train.logger import EvaluationLogger, RunLogger
 from dlbench.train.monitor import LearningRate, TrainingSpeed, WeightHistograms
 from dlbench.train.progress import progress_bar
 from dlbench.train.target import (
     Target,
     argument_error_text,
+    key_line,
     linked_attributes,
     model_class_of,
     parse_target,
@@ -56,6 +59,25 @@ class _NoAdverts(logging.Filter):
 # Lightning's rank-zero messages all go through one logger object; drop its advertisement for a cloud service.
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
     logging.getLogger(_name).addFilter(_NoAdverts())
+
+
+class RunConfig(SaveConfigCallback):
+    """Saves ``config.yaml`` as LightningCLI does. A resume (``overwrite``) rewrites its own run's file, as the
+    overrides of the resume may change it, but without what pins this process alone: the version directory it
+    continues, TensorBoard's purge step and the checkpoint it started from. So a resumed run's ``config.yaml``
+    reproduces it as a new run, as every other run's does."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.overwrite and not self.already_saved:
+            config = self.config.clone()
+            config.ckpt_path = None
+            init_args = getattr(config.get("trainer", {}).get("logger"), "init_args", None)
+            if init_args is not None:
+                for key in ("version", "purge_step"):
+                    if key in init_args:
+                        init_args[key] = None
+            self.config = config
+        super().setup(trainer, pl_module, stage)
 
 
 class DlbenchCLI(LightningCLI):
@@ -110,19 +132,50 @@ class DlbenchCLI(LightningCLI):
                                    f"'dlbench info {self.target.name}' for every argument and its default).") from err
             raise
 
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        check_trainer_values(config.get("trainer") or {})
+        if self.subcommand == "fit" and not self.target.resuming:
+            self._unpin_existing_version(config)
+
+    def _unpin_existing_version(self, config) -> None:
+        """``dlbench fit --config`` of a config that pins the version directory of an existing run (a resumed run's
+        config.yaml written before dlbench stopped saving the pin) starts a new run instead of writing into it."""
+        init_args = getattr((config.get("trainer") or {}).get("logger"), "init_args", None)
+        version = init_args.get("version") if init_args is not None else None
+        if version is None:
+            return
+        folder = Path(str(init_args.get("save_dir") or ".")) / str(init_args.get("name") or "") / (
+            version if isinstance(version, str) else f"version_{version}")
+        if folder.exists():
+            init_args["version"] = None
+            if "purge_step" in init_args:
+                init_args["purge_step"] = None
+            print(f"dlbench: the config pins the run directory {folder}, which exists; this fit starts a new run "
+                  f"(to continue that run: dlbench fit --resume {folder}).", file=sys.stderr)
+
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> L.Trainer:
+        cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        if self.subcommand not in (None, "fit"):
+            # Evaluating is not training: no checkpoint callback (it would adopt the checkpoint's own directory and
+            # warn that it changed), nothing that writes a run's status, only the progress bar.
+            callbacks[:] = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+            config["enable_checkpointing"] = False
+            if config.get("enable_progress_bar", True) is not False and not any(
+                    isinstance(c, ProgressBar) for c in [*(config.get("callbacks") or []), *callbacks]):
+                callbacks.append(progress_bar())
+            return _trainer_or_error(super()._instantiate_trainer, config, callbacks)
         checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
         if checkpoint is not None and checkpoint.monitor:
             callbacks.append(BestMetric(checkpoint.monitor, checkpoint.mode))
         callbacks += [FiniteLossGuard(), RunStatus(), GracefulStop(), RngState(), TrainingSpeed(), LearningRate()]
-        cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
         if cfg.get("weight_histograms"):
             callbacks.append(WeightHistograms(every_n_epochs=cfg["weight_histograms"]))
         configured = config.get("callbacks") or []
         wants_bar = config.get("enable_progress_bar", True) is not False
         if wants_bar and not any(isinstance(c, ProgressBar) for c in [*configured, *callbacks]):
             callbacks.append(progress_bar())
-        trainer = super()._instantiate_trainer(config, callbacks)
+        trainer = _trainer_or_error(super()._instantiate_trainer, config, callbacks)
         skip_inherited_batch_hooks(trainer.callbacks)
         if isinstance(trainer.logger, RunLogger) and cfg.get("log_graph") is False:
             trainer.logger.graph_enabled = False
@@ -149,6 +202,15 @@ class DlbenchCLI(LightningCLI):
 
     before_validate = before_test = before_predict = _before
 
+    def _after_evaluation(self) -> None:
+        logger = self.trainer.logger
+        if isinstance(logger, EvaluationLogger) and self.trainer.is_global_zero:
+            source = f" of {self.target.evaluates}" if self.target.evaluates else ""
+            print(f"dlbench: {self.subcommand}{source} written to {logger.log_dir} (evaluation.json, metrics.csv, "
+                  f"config.yaml); the run itself is unchanged.", file=sys.stderr)
+
+    after_validate = after_test = after_predict = _after_evaluation
+
     def before_fit(self) -> None:
         self._before()
         if self.config_init["fit"].get("compile"):
@@ -173,8 +235,28 @@ class DlbenchCLI(LightningCLI):
             raise DlbenchError(f"checkpoint {path} does not fit {wanted.rpartition('.')[2]}: it was saved by "
                                f"{saved_class}. Use a checkpoint of the same plugin, or choose the plugin that wrote "
                                f"it with --model.")
+        self._check_overrides(path, self._checkpoint.get("hyper_parameters") or {})
         with contextlib.suppress(pickle.UnpicklingError):  # --weights_only false: Lightning's own look stays safe
             super()._parse_ckpt_path()
+
+    def _check_overrides(self, path: str, saved: dict[str, Any]) -> None:
+        """Refuse ``--model.X`` (or ``--data.X`` linked into the model) typed on the command line that contradicts
+        the value the checkpoint was trained with: Lightning would silently rebuild the checkpoint's model instead."""
+        subcommand = self.config["subcommand"]
+        model_args = self.config[subcommand].get("model", {}).get("init_args") or {}
+        linked = set(linked_attributes(self.target.plugin, self.plugin_model_class)) \
+            if self.plugin_model_class is not None else set()
+        for key, typed in self.target.explicit.items():
+            section, _, name = key.partition(".")
+            if name not in saved or (section == "data" and name not in linked) or "." in name:
+                continue
+            given = model_args.get(name, typed) if section == "model" else typed
+            if not _same_value(given, saved[name]):
+                raise DlbenchError(
+                    f"--{key} {typed} contradicts the checkpoint {path}, which was trained with {name}="
+                    f"{saved[name]!r}: the checkpoint's weights are those of {name}={saved[name]!r}, so dlbench "
+                    f"would evaluate that model, not yours. Drop --{key} to use the checkpoint as it is, or train a "
+                    f"new run with it (dlbench fit ... --{key} {typed}).")
 
     def _run_subcommand(self, subcommand: str) -> None:
         if getattr(self, "_checkpoint", None) is not None:
@@ -193,8 +275,11 @@ class DlbenchCLI(LightningCLI):
             ckpt = self.trainer.checkpoint_callback
             last = (ckpt.last_model_path or ckpt.best_model_path) if ckpt is not None else ""
             kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
-            raise DlbenchError(f"{err}; training stopped and {kept}. Lower the learning rate (--model.lr) or clip "
-                               f"gradients (--trainer.gradient_clip_val 1.0).", exit_code=1) from err
+            lr = self.model.hparams.get("lr") if hasattr(self.model, "hparams") else None
+            lower = f"a smaller --model.lr (now {lr:g}; try {lr / 10:g} or below)" if isinstance(lr, (int, float)) \
+                and lr > 0 else "a smaller learning rate (--model.lr)"
+            raise DlbenchError(f"{err}; training stopped and {kept}. Train again with {lower}, or clip gradients "
+                               f"(--trainer.gradient_clip_val 1.0).") from err
         except Exception as err:
             where = f"epoch {self.trainer.current_epoch}, step {self.trainer.global_step}"
             log_dir = self.trainer.logger.log_dir if self.trainer.logger is not None else None
@@ -221,6 +306,75 @@ class DlbenchCLI(LightningCLI):
             else None
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
         _print_summary(self.trainer)
+
+
+def _same_value(given: Any, saved: Any) -> bool:
+    """Whether a command-line value equals a saved hyperparameter (``"64"`` and ``64``, ``[32, 16]`` and
+    ``(32, 16)`` are the same)."""
+    if isinstance(given, str) and not isinstance(saved, str):
+        try:
+            given = yaml.safe_load(given)
+        except yaml.YAMLError:
+            return False
+    if isinstance(given, (list, tuple)) and isinstance(saved, (list, tuple)):
+        return len(given) == len(saved) and all(_same_value(a, b) for a, b in zip(given, saved, strict=True))
+    if isinstance(given, (int, float)) and isinstance(saved, (int, float)) and not isinstance(given, bool):
+        return float(given) == float(saved)
+    return given == saved
+
+
+def check_trainer_values(trainer: Any) -> None:
+    """The Trainer values Lightning would refuse only later (some after a model and data were built, some with a
+    50-line traceback), checked before anything is built: epochs and steps, devices, and an accelerator that this
+    machine has."""
+    def bad(key: str, value: Any, why: str) -> DlbenchError:
+        return DlbenchError(f"--trainer.{key} {value}: {why}. Fix the value (dlbench fit --model NAME --help lists "
+                            f"the Trainer's options).")
+
+    for key, low in (("max_epochs", -1), ("min_epochs", 0), ("max_steps", -1), ("min_steps", 0)):
+        value = trainer.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < low:
+            why = (f"{key} must be -1 (no limit) or a number >= 0" if low == -1 else f"{key} must be >= 0")
+            raise bad(key, value, why)
+    devices = trainer.get("devices")
+    if isinstance(devices, str) and re.fullmatch(r"\s*-?\d+\s*", devices):
+        devices = int(devices)
+    if isinstance(devices, int) and not isinstance(devices, bool) and (devices == 0 or devices < -1):
+        raise bad("devices", devices, "devices is a count >= 1, -1 for every device, a list of device indices or "
+                                      "'auto'")
+    if isinstance(devices, str) and devices != "auto" and not re.fullmatch(r"-1|\d+|\d+(,\d+)*,?", devices.strip()):
+        raise bad("devices", devices, "devices is a count >= 1, -1 for every device, a list of device indices such "
+                                      "as '0,1', or 'auto'")
+    accelerator = trainer.get("accelerator")
+    if isinstance(accelerator, str) and accelerator != "auto":
+        from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
+
+        have = {"cuda": CUDAAccelerator.is_available(), "mps": MPSAccelerator.is_available()}
+        have["gpu"] = have["cuda"] or have["mps"]
+        if accelerator in have and not have[accelerator]:
+            import torch
+
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise DlbenchError(f"--trainer.accelerator {accelerator}: this machine has no {accelerator.upper()} that "
+                               f"torch can use (torch {torch.__version__} is {build}). Leave the accelerator out "
+                               f"(auto picks what is there) or use --trainer.accelerator cpu.")
+        if have["cuda"] and accelerator in ("gpu", "cuda") and isinstance(devices, int) and devices > 0:
+            import torch
+
+            if devices > torch.cuda.device_count():
+                raise bad("devices", devices, f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def _trainer_or_error(make: Any, config: dict[str, Any], callbacks: list) -> L.Trainer:
+    """The Trainer; what Lightning refuses in its settings is one message, not a traceback from inside it."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return make(config, callbacks)
+    except (MisconfigurationException, ValueError) as err:
+        reason = str(err).strip().splitlines()[0].rstrip(".")
+        raise DlbenchError(f"the Trainer refused these settings: {reason}. Fix the --trainer.* value (dlbench fit "
+                           f"--model NAME --help lists them).") from err
 
 
 def _exception_chain(err: BaseException) -> list[BaseException]:
@@ -274,6 +428,8 @@ def make_cli(target: Target, args: list[str], run: bool = True) -> DlbenchCLI:
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates, once a loop: nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    # An evaluation loads the weights of a checkpoint, not the training callbacks that wrote it (on purpose).
+    warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint need to be provided.*")
     prog = f"dlbench {args[0] if run else 'fit'} --model {target.name}"
     try:
         return DlbenchCLI(
@@ -286,12 +442,19 @@ def make_cli(target: Target, args: list[str], run: bool = True) -> DlbenchCLI:
             seed_everything_default=DEFAULT_SEED,
             trainer_defaults=trainer_defaults(target),
             parser_kwargs={"exit_on_error": False, "prog": prog},
+            save_config_callback=RunConfig,
             save_config_kwargs={"overwrite": target.resuming},
             args=args,
             run=run,
         )
     except ArgumentError as err:
-        raise DlbenchError(f"bad argument: {argument_error_text(str(err))}. "
+        text = argument_error_text(str(err))
+        where = ""
+        key = re.match(r"(?:unknown argument )?--([\w.]+)", text)
+        if key and target.config_files:
+            found = key_line(target.config_files, key.group(1))
+            where = f" (set in {found})" if found else ""
+        raise DlbenchError(f"bad argument: {text}{where}. "
                            f"Run 'dlbench info {target.name}' or '{prog} --help' for the accepted arguments.") from err
 
 

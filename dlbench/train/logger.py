@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
+import time
 import warnings
 from typing import Any
 
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
@@ -140,3 +142,48 @@ def _plain(params: Any) -> dict[str, Any]:
     from lightning.fabric.utilities.logger import _convert_params
 
     return _convert_params(params) or {}
+
+
+class EvaluationLogger(CSVLogger):
+    """The logger of ``dlbench validate|test|predict``: an evaluation is not a training run, so it writes no
+    TensorBoard events (TensorBoard and ``dlbench compare`` would list it as a run of its own) and never touches the
+    run it evaluates. Its files go to ``<save_dir>/<stage>_N`` (``RUN_DIR/evaluations/test_0``; the folder is claimed
+    with an atomic ``mkdir``): Lightning's ``metrics.csv`` and ``hparams.yaml``, the evaluation's ``config.yaml``
+    (which repeats it) and ``evaluation.json``, one object with the stage, the checkpoint, the last value of every
+    metric and how it ended."""
+
+    def __init__(self, save_dir: str, stage: str = "test", checkpoint: str | None = None, **kwargs: Any) -> None:
+        super().__init__(save_dir=save_dir, name="", **kwargs)
+        self.stage, self.checkpoint = stage, checkpoint
+        self.metrics: dict[str, float] = {}
+
+    def _get_next_version(self) -> str:
+        root = self.root_dir
+        n = 0
+        if rank_zero_only.rank > 0:  # only rank zero writes; the others never create a folder
+            return f"{self.stage}_{n}"
+        os.makedirs(root, exist_ok=True)
+        while True:
+            try:
+                os.mkdir(os.path.join(root, f"{self.stage}_{n}"))
+                return f"{self.stage}_{n}"
+            except FileExistsError:
+                n += 1
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        super().log_metrics(metrics, step)
+        for key, value in metrics.items():
+            with contextlib.suppress(TypeError, ValueError):
+                self.metrics[key] = float(value)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        super().finalize(status)
+        record = {"stage": self.stage, "checkpoint": self.checkpoint, "status": status, "finished": time.time(),
+                  "metrics": self.metrics}
+        path = os.path.join(self.log_dir, "evaluation.json")
+        os.makedirs(self.log_dir, exist_ok=True)
+        with open(path + ".tmp", "w") as out:
+            json.dump(record, out, indent=2)
+        os.replace(path + ".tmp", path)

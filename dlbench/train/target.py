@@ -13,7 +13,7 @@ import os
 import re
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,10 @@ from typing import Any
 import yaml
 
 from dlbench.core import registry
-from dlbench.core.conventions import DEBUG_ENV, LAST_CHECKPOINT, log_root
+from dlbench.core.conventions import DEBUG_ENV, EVALUATIONS_DIR, LAST_CHECKPOINT, log_root
 from dlbench.core.errors import DlbenchError
 from dlbench.core.spec import Plugin, class_path, import_ref
-from dlbench.runs.directory import RunDir, pid_alive
+from dlbench.runs.directory import RunDir, pid_alive, read_status
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 _MODEL, _DATA = object(), object()  # placeholders for the values of --model and --data while the line is read
@@ -45,6 +45,13 @@ class Target:
     """True for ``fit --resume``: the run directory and its config.yaml are reused."""
     done: str | None = None
     """Set when there is nothing to run (resuming a finished run): the message to print instead."""
+    evaluates: Path | None = None
+    """validate/test/predict: the run directory whose checkpoint is evaluated, when it is one."""
+    explicit: dict[str, str] = field(default_factory=dict)
+    """``--model.*`` and ``--data.*`` values typed on the command line (``{"model.hidden_size": "7"}``), to check
+    against a checkpoint's saved hyperparameters."""
+    config_files: list[str] = field(default_factory=list)
+    """The ``--config`` files the command line names, in order."""
 
 
 def _option_value(args: list[str], i: int, flag: str) -> tuple[str | None, int]:
@@ -63,25 +70,99 @@ def _is_class_path(value: str) -> bool:
     return "." in value and ":" not in value and not value.lstrip().startswith("{")
 
 
+def read_config_file(path: str) -> Any:
+    """A ``--config`` file's YAML, or a DlbenchError naming the file (and the line, for bad YAML) and the fix."""
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise DlbenchError(f"cannot read config file {path}: {err.strerror}. Check the path.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise DlbenchError(f"config file {path}{where} is not valid YAML: {problem}. Fix the file (a config file "
+                           f"is YAML mappings such as 'model:' / '  hidden_size: 32').") from None
+    if data is None:
+        raise DlbenchError(f"config file {path} is empty. Give a file with at least one setting, or drop --config "
+                           f"(dlbench fit --model NAME --print_config > {Path(path).name} writes every setting).")
+    if not isinstance(data, dict):
+        raise DlbenchError(f"config file {path} holds a {type(data).__name__}, not a mapping of settings. Write it "
+                           f"as 'model:' / '  hidden_size: 32' (dlbench fit --model NAME --print_config shows every "
+                           f"setting).")
+    return data
+
+
+def key_line(config_files: list[str], dotted: str) -> str | None:
+    """Where a dotted key (``model.hiden_size``, ``model.init_args.hiden_size``) is set in the config files, as
+    ``FILE, line N`` (the last file that sets it), for messages about a key jsonargparse refused."""
+    parts = [p for p in dotted.split(".") if p != "init_args"]
+    found = None
+    for path in config_files:
+        try:
+            node = yaml.compose(Path(path).read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        for part in parts:
+            if not isinstance(node, yaml.MappingNode):
+                node = None
+                break
+            children = {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+            if part not in children and isinstance(children.get("init_args", (None, None))[1], yaml.MappingNode):
+                children = {k.value: (k, v) for k, v in children["init_args"][1].value}
+            if part not in children:
+                node = None
+                break
+            key, node = children[part]
+        if node is not None:
+            found = f"{path}, line {key.start_mark.line + 1}"
+    return found
+
+
 def _config_model_class(config_files: list[str]) -> str | None:
     """The ``model.class_path`` a config file names, if any (the last file that names one wins)."""
     found = None
     for path in config_files:
-        try:
-            text = Path(path).read_text()
-        except OSError as err:
-            raise DlbenchError(f"cannot read config file {path}: {err.strerror}. Check the path.") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise DlbenchError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]} "
-                               f"({getattr(err, 'problem_mark', '')}). Fix the file.".replace(" ()", "")) from None
-        model = data.get("model") if isinstance(data, dict) else None
+        data = read_config_file(path)
+        model = data.get("model")
         if isinstance(model, dict) and isinstance(model.get("class_path"), str):
             found = model["class_path"]
         elif isinstance(model, str):
             found = model
     return found
+
+
+def _finished_without_status(run: RunDir, last: Path) -> tuple[bool, str]:
+    """For a run whose ``status.json`` is missing or unreadable: whether it finished, and what says so, read from
+    its last checkpoint (epochs done against ``max_epochs``/``max_steps`` of its config) and its event files (the
+    test after fit logs ``test/*`` only once training has ended)."""
+    import torch
+
+    from dlbench.runs.run import read_scalars
+
+    saved = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    try:  # epochs whose batches all ran (a checkpoint written mid-epoch by Ctrl-C does not count that one)
+        epochs = int(saved["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError, ValueError):
+        epochs = int(saved.get("epoch", 0)) + 1
+    step = int(saved.get("global_step", 0))
+    trainer = run.config().get("trainer") or {}
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    try:
+        tests = sorted(t for t in read_scalars(run.path) if t.startswith("test/"))
+    except Exception:  # damaged event files say nothing either way
+        tests = []
+    found = f"{last.name} holds {epochs} finished epoch{'s' if epochs != 1 else ''}, step {step}"
+    if isinstance(max_epochs, int) and max_epochs > 0:
+        found += f" of max_epochs {max_epochs}"
+    if tests:
+        return True, f"{found}, and its event files hold the test after fit ({', '.join(tests[:3])})"
+    if isinstance(max_epochs, int) and max_epochs > 0 and epochs >= max_epochs:
+        return True, f"{found}: every epoch is done"
+    if isinstance(max_steps, int) and max_steps > 0 and step >= max_steps:
+        return True, f"{found}, max_steps {max_steps} reached"
+    return False, f"{found}, and its event files hold no test after fit"
 
 
 def resume_args(run_dir: str) -> tuple[list[str], str | None]:
@@ -95,17 +176,25 @@ def resume_args(run_dir: str) -> tuple[list[str], str | None]:
         raise DlbenchError(f"{run.path} has no config.yaml, so it is not a dlbench run directory (or it stopped "
                            f"before training began). Start the run again instead.")
     config = run.config_file
-    status = run.status()
+    status, problem = read_status(run.status_file)
+    last = run.last_checkpoint
+    further = (f"To train it further: dlbench fit --config {config} --ckpt_path {run.checkpoint_dir / LAST_CHECKPOINT} "
+               f"--trainer.max_epochs N (a new run)")
     if status.get("status") == "finished":
         return [], (f"run {run.path} already finished ({status.get('epochs', '?')} epochs, {status.get('steps', '?')} "
-                    f"steps); nothing to resume. To train it further: dlbench fit --config {config} "
-                    f"--ckpt_path {run.checkpoint_dir / LAST_CHECKPOINT} --trainer.max_epochs N")
+                    f"steps); nothing to resume. {further}")
+    if not status and last is not None:
+        finished, found = _finished_without_status(run, last)
+        why = problem or "status.json is missing"
+        if finished:
+            return [], f"run {run.path}: {why}; {found}, so the run finished. Nothing to resume. {further}"
+        print(f"dlbench: run {run.path}: {why}; {found}, so it stopped early: resuming from {last.name}.",
+              file=sys.stderr)
     pid = int(status.get("pid", -1))
     if status.get("status") == "running" and status.get("host") == socket.gethostname() and pid_alive(pid) \
             and pid != os.getpid():
         raise DlbenchError(f"run {run.path} is still running (process {pid}); stop it first (Ctrl-C or kill {pid}), "
                            f"then resume.")
-    last = run.last_checkpoint
     if last is None:
         raise DlbenchError(f"run {run.path} has no checkpoint to resume from (it stopped before its first epoch "
                            f"ended). Start it again with: dlbench fit --config {config}")
@@ -117,6 +206,8 @@ def resume_args(run_dir: str) -> tuple[list[str], str | None]:
 
     step = int(torch.load(last, map_location="cpu", weights_only=True).get("global_step", 0))
     # Same directory, same version; TensorBoard discards events of the dead process logged after the checkpoint.
+    # config.yaml keeps the run's own logger settings (see dlbench.train.lightning_cli.RunConfig): these pins are for
+    # this process only.
     logger["init_args"] = {**logger.get("init_args", {}), "save_dir": str(run.path.parent.parent),
                            "name": run.path.parent.name, "version": run.path.name, "purge_step": step + 1}
     return ["--config", str(config), "--ckpt_path", str(last), "--trainer.logger", json.dumps(logger)], None
@@ -142,6 +233,9 @@ def run_args(subcommand: str, args: list[str]) -> list[str]:
             raise DlbenchError("--run goes with validate, test and predict; to continue training a run use "
                                "dlbench fit --resume RUN_DIR.")
         run = RunDir.of(run_dir)
+        if not run.path.exists():
+            raise DlbenchError(f"run directory {run_dir} does not exist. --run takes a directory such as "
+                               f"lightning_logs/lstm/version_0 (dlbench compare lists the runs).")
         if not run.config_file.is_file():
             raise DlbenchError(f"{run_dir} is not a run directory: it has no config.yaml. --run takes a directory "
                                f"such as lightning_logs/lstm/version_0.")
@@ -200,6 +294,7 @@ def parse_target(subcommand: str, args: list[str]) -> Target:
             data_arg = value
             out += ["--data", _DATA]
         else:
+            read_config_file(value)  # a missing, empty or broken file is named now, with its line
             configs.append(value)
             out += ["--config", value]
         i += used
@@ -234,7 +329,59 @@ def parse_target(subcommand: str, args: list[str]) -> Target:
         front += ["--data", class_path(plugin.datamodule)]
     name = plugin.name if plugin else model_cp.rpartition(".")[2].lower()
     dist, dist_version = (entry.dist, entry.version) if entry else ("?", "?")
-    return Target(name=name, plugin=plugin, dist=dist, dist_version=dist_version, args=front + args_out)
+    target = Target(name=name, plugin=plugin, dist=dist, dist_version=dist_version, args=front + args_out,
+                    explicit=explicit_values(args_out), config_files=configs)
+    if subcommand != "fit":
+        target.evaluates = evaluated_run(args_out)
+        if not any(a.split("=")[0] == "--trainer.logger" for a in args_out):
+            folder = evaluations_folder(target.evaluates, name)
+            ckpt = next((v for i in range(len(args_out)) for v, used in [_option_value(args_out, i, "--ckpt_path")]
+                         if used), None)
+            logger = {"class_path": "dlbench.train.logger.EvaluationLogger",
+                      "init_args": {"save_dir": str(folder), "stage": subcommand, "checkpoint": ckpt}}
+            target.args += ["--trainer.logger", json.dumps(logger)]
+    return target
+
+
+def explicit_values(args: list[str]) -> dict[str, str]:
+    """``--model.X V`` / ``--data.X=V`` items of a command line as ``{"model.X": "V"}`` (``init_args.`` dropped)."""
+    found: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if isinstance(arg, str) and arg.startswith(("--model.", "--data.")):
+            key, eq, value = arg[2:].partition("=")
+            if not eq:
+                value = args[i + 1] if i + 1 < len(args) else ""
+                i += 1
+            found[key.replace(".init_args.", ".")] = value
+        i += 1
+    return found
+
+
+def evaluated_run(args: list[str]) -> Path | None:
+    """The run directory a validate/test/predict command evaluates: the run of its checkpoint file, else of its
+    ``--config RUN_DIR/config.yaml``."""
+    ckpt = next((v for i in range(len(args)) for v, used in [_option_value(args, i, "--ckpt_path")] if used), None)
+    if ckpt and Path(ckpt).is_file():
+        run = RunDir.of(ckpt)
+        return run.path if run.config_file.is_file() else None
+    configs = [v for i in range(len(args)) for flag in ("--config", "-c")
+               for v, used in [_option_value(args, i, flag)] if used]
+    found = [r for r in map(RunDir.of_config, configs) if r is not None]
+    return found[-1].path if found else None
+
+
+def evaluations_folder(run: Path | None, name: str) -> Path:
+    """Where an evaluation's own files go: ``RUN_DIR/evaluations`` for a run (the one folder of a run that commands
+    other than its fit write into), or ``<log root>/<plugin>/evaluations`` for a checkpoint outside a run, a run
+    directory that cannot be written, or no checkpoint."""
+    if run is not None:
+        folder = run / EVALUATIONS_DIR
+        if os.access(folder if folder.is_dir() else run, os.W_OK):
+            return folder
+        return Path(log_root()) / name / EVALUATIONS_DIR / run.name
+    return Path(log_root()) / name / EVALUATIONS_DIR
 
 
 def _own_version() -> str:
