@@ -71,8 +71,9 @@ class Classifier(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx):
-        """Class probabilities ``(N, num_classes)``."""
-        return self(batch[0]).softmax(dim=-1)
+        """``{"probs": (N, num_classes)}``: class probabilities, which the data's predictor turns into class names
+        (see :mod:`dlbench.data.predict`)."""
+        return {"probs": self(batch[0]).float().softmax(dim=-1)}
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

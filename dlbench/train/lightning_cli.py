@@ -38,6 +38,7 @@ from dlbench.train.callbacks import (
 )
 from dlbench.train.logger import EvaluationLogger, RunLogger
 from dlbench.train.monitor import LearningRate, TrainingSpeed, WeightHistograms
+from dlbench.train.predictor_state import SavePredictor
 from dlbench.train.progress import progress_bar
 from dlbench.train.target import (
     Target,
@@ -168,7 +169,8 @@ class DlbenchCLI(LightningCLI):
         checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
         if checkpoint is not None and checkpoint.monitor:
             callbacks.append(BestMetric(checkpoint.monitor, checkpoint.mode))
-        callbacks += [FiniteLossGuard(), RunStatus(), GracefulStop(), RngState(), TrainingSpeed(), LearningRate()]
+        callbacks += [FiniteLossGuard(), RunStatus(), GracefulStop(), RngState(), TrainingSpeed(), LearningRate(),
+                      SavePredictor()]
         if cfg.get("weight_histograms"):
             callbacks.append(WeightHistograms(every_n_epochs=cfg["weight_histograms"]))
         configured = config.get("callbacks") or []

@@ -26,7 +26,7 @@ from dlbench.core.errors import DlbenchError
 from dlbench.core.spec import Plugin, class_path, import_ref
 from dlbench.runs.directory import RunDir, pid_alive, read_status
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+SUBCOMMANDS = ("fit", "validate", "test")
 _MODEL, _DATA = object(), object()  # placeholders for the values of --model and --data while the line is read
 
 

@@ -151,6 +151,15 @@ class ImageDataModule(L.LightningDataModule):
         self.mean, self.std = channel_stats(self.splits["train"][0])  # the training part only
         self._loaded = True
 
+    def predictor(self):
+        """What ``dlbench predict`` and ``dlbench serve`` need: size, channels, the training split's statistics and
+        the class names (see :mod:`dlbench.data.predict`)."""
+        from dlbench_plugins.images.predict import ImagePredictor
+
+        self.setup("fit")
+        return ImagePredictor(self.image_size, self.in_channels, self.mean.flatten().tolist(),
+                              self.std.flatten().tolist(), self.class_names)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         if self.mean.device != x.device:  # moved once, not copied to the device for every batch
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)

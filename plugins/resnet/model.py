@@ -190,8 +190,8 @@ class ResNet(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx):
-        """Class probabilities of each image."""
-        return self(batch[0]).softmax(dim=-1)
+        """``{"probs": (N, num_classes)}``: class probabilities of each image (see :mod:`dlbench.data.predict`)."""
+        return {"probs": self(batch[0]).float().softmax(dim=-1)}
 
     def on_validation_epoch_end(self) -> None:
         confusion = self.val_confusion.compute()

@@ -35,7 +35,7 @@ def test_odd_image_sizes_round_down_in_pooling():
 
 def test_predict_step_returns_class_probabilities():
     model = CNNClassifier(num_classes=4, image_size=8).eval()
-    probs = model.predict_step((torch.randn(5, 1, 8, 8), torch.zeros(5, dtype=torch.long)), 0)
+    probs = model.predict_step((torch.randn(5, 1, 8, 8), torch.zeros(5, dtype=torch.long)), 0)["probs"]
     assert probs.shape == (5, 4)
     torch.testing.assert_close(probs.sum(-1), torch.ones(5))
 

@@ -37,7 +37,7 @@ def test_dropout_only_in_training():
 
 def test_predict_step_returns_class_probabilities():
     model = MLPClassifier(num_classes=3, image_size=8).eval()
-    probs = model.predict_step((torch.randn(6, 1, 8, 8), torch.zeros(6, dtype=torch.long)), 0)
+    probs = model.predict_step((torch.randn(6, 1, 8, 8), torch.zeros(6, dtype=torch.long)), 0)["probs"]
     assert probs.shape == (6, 3)
     torch.testing.assert_close(probs.sum(-1), torch.ones(6))
 

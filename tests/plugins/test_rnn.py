@@ -68,7 +68,7 @@ def test_bidirectional_sees_the_first_rows_from_both_ends():
 
 def test_predict_step_returns_class_probabilities():
     model = RNNClassifier(num_classes=4, image_size=8).eval()
-    probs = model.predict_step((torch.randn(5, 1, 8, 8), torch.zeros(5, dtype=torch.long)), 0)
+    probs = model.predict_step((torch.randn(5, 1, 8, 8), torch.zeros(5, dtype=torch.long)), 0)["probs"]
     assert probs.shape == (5, 4)
     torch.testing.assert_close(probs.sum(-1), torch.ones(5))
 

@@ -1,0 +1,173 @@
+"""The prediction contract: how a trained run reads a user's own files and answers in the data's own terms.
+
+Two hooks make a plugin usable after training (``dlbench predict``, ``dlbench serve``):
+
+* its LightningDataModule's ``predictor()`` returns a :class:`Predictor` once the data module is set up for fit:
+  the preprocessing the run trains with (image size, channels and normalisation statistics, vocabulary, scaler,
+  class names, ...) as plain data (:meth:`Predictor.state`), plus the code that turns a raw input into the tensors
+  the model takes (:meth:`Predictor.read`) and the model's outputs back into rows (:meth:`Predictor.rows`).
+  dlbench saves the state with the run when it trains (``RUN_DIR/predictor.json`` and every checkpoint), so a fresh
+  process on a machine without the training data rebuilds the same predictor with :meth:`Predictor.from_state`;
+* its LightningModule's ``predict_step`` returns a dict of named output tensors, one row a sample (``probs``,
+  ``forecast``, ``images``, ``tokens``, ...) that its data kind's predictor knows how to render. Options of a
+  prediction (``--top_k``, ``--horizon``, ``--num_samples``, ...) reach the model as ``self.predict_options``.
+
+Nothing here imports torch at import time.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from dlbench.core.errors import DlbenchError
+from dlbench.core.spec import import_ref
+
+
+class InputError(DlbenchError):
+    """One input cannot be read: the message names the input and the fix. The other inputs still get their rows."""
+
+
+@dataclass
+class Source:
+    """One raw input as the user gave it: a file (``path``), an upload's bytes (``data``), a line of text (``text``)
+    or a JSON record (``record``, e.g. one tabular row). ``name`` keys its rows."""
+
+    name: str
+    path: Path | None = None
+    data: bytes | None = None
+    text: str | None = None
+    record: dict[str, Any] | None = None
+
+    def read_bytes(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        if self.path is not None:
+            try:
+                return self.path.read_bytes()
+            except OSError as err:
+                raise InputError(f"{self.name}: cannot read it ({err.strerror}). Check the path.") from None
+        if self.text is not None:
+            return self.text.encode()
+        raise InputError(f"{self.name}: no file or data given.")
+
+    def read_text(self) -> str:
+        if self.text is not None:
+            return self.text
+        try:
+            return self.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{self.name}: not UTF-8 text. Save it as UTF-8 text.") from None
+
+    def stream(self) -> io.BytesIO:
+        return io.BytesIO(self.read_bytes())
+
+
+@dataclass
+class Example:
+    """One sample for the model: ``key`` names it in the output (a file name, ``file:line``, a node id) and
+    ``value`` is what :meth:`Predictor.collate` batches (a tensor or a tuple of tensors)."""
+
+    key: str
+    value: Any
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Anything the rows need back (an original image size, the input text, ...)."""
+
+
+class Sink:
+    """Where rows put what is not a table cell: images a model makes, written as PNG files beside the table."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.written: list[Path] = []
+
+    def image(self, name: str, array) -> str:
+        """Write an ``(H, W)`` or ``(H, W, C)`` uint8 array as ``<folder>/<name>.png``; returns the path written
+        (empty when there is no folder, e.g. a server's answer)."""
+        if self.folder is None:
+            return ""
+        from PIL import Image
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        path = self.folder / f"{safe}.png"
+        Image.fromarray(array).save(path)
+        self.written.append(path)
+        return str(path)
+
+
+class Predictor:
+    """The preprocessing of a run and the way back from its outputs; see the module docstring.
+
+    Subclasses set :attr:`inputs` (what ``--input`` takes: ``image``, ``csv``, ``text``, ``wav``, or ``none`` for
+    models that draw samples or predict on their own graph) and implement :meth:`state`, :meth:`from_state`,
+    :meth:`read` and :meth:`rows`.
+    """
+
+    inputs: ClassVar[str] = "file"
+    extensions: ClassVar[tuple[str, ...]] = ()
+    """File suffixes a folder given as ``--input`` is searched for (lower case, with the dot)."""
+
+    def state(self) -> dict[str, Any]:
+        """The preprocessing as JSON-serialisable plain data."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Predictor:
+        raise NotImplementedError
+
+    def read(self, source: Source, options: dict[str, Any]) -> list[Example]:
+        """The examples of one input; :class:`InputError` when it cannot be used (the message names the input
+        and the fix)."""
+        raise NotImplementedError
+
+    def generate(self, options: dict[str, Any]) -> list[Example]:
+        """The examples of a prediction without inputs (samples to draw, every node of a graph)."""
+        raise InputError("this model predicts on inputs: give --input FILE [FILE ...].")
+
+    def collate(self, values: Sequence[Any]):
+        """A batch of example values; by default stacked tensors (tuples stacked element-wise)."""
+        import torch
+
+        first = values[0]
+        if isinstance(first, (tuple, list)):
+            return type(first)(torch.stack([v[i] for v in values]) for i in range(len(first)))
+        return torch.stack(list(values))
+
+    def rows(self, outputs: dict[str, Any], examples: Sequence[Example], options: dict[str, Any],
+             sink: Sink) -> list[dict[str, Any]]:
+        """One row a example, in the data's own terms, from the model's named outputs (tensors on the CPU, one row
+        a sample)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line saying what this predictor takes, for messages and ``--help``."""
+        return f"{self.inputs} inputs"
+
+
+PREDICTOR_FILE = "predictor.json"
+"""In a run directory: the predictor's class and state, written by the fit (see :mod:`dlbench.train.callbacks`)."""
+
+
+def predictor_record(predictor: Predictor) -> dict[str, Any]:
+    cls = type(predictor)
+    return {"class": f"{cls.__module__}:{cls.__qualname__}", "state": predictor.state()}
+
+
+def predictor_from_record(record: dict[str, Any], where: str) -> Predictor:
+    try:
+        cls = import_ref(record["class"])
+        return cls.from_state(record["state"])
+    except DlbenchError:
+        raise
+    except Exception as err:  # a record from another version of the plugin, a class that moved
+        raise DlbenchError(f"{where}: cannot rebuild the run's preprocessing ({type(err).__name__}: {err}). Re-run the "
+                           f"fit with this version of the plugin.") from None
+
+
+def warn(message: str) -> None:
+    print(f"dlbench: {message}", file=sys.stderr)
