@@ -158,9 +158,9 @@ def _parser() -> argparse.ArgumentParser:
         "bench", prog="dlbench bench", help="train models over seeds, then write a leaderboard",
         description="Train each model with each seed as an ordinary run, each in its own process, then write "
                     "leaderboard.md and leaderboard.csv."))
-    from dlbench.tools import export, predict, scaffold, sweep  # light too: torch is imported when a command runs
+    from dlbench.tools import export, predict, scaffold, serve, sweep  # light: torch is imported when a command runs
 
-    for module in (predict, sweep, export):
+    for module in (predict, serve, sweep, export):
         module.add_parser(sub)
     # compress imports torch to define its callbacks: its own parser answers 'dlbench compress --help'.
     sub.add_parser("compress", add_help=False, help="a smaller model (prune, quantize, distill) and one table of "

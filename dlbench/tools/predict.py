@@ -211,16 +211,22 @@ def predict(run: str | Path, inputs: Sequence[str], options: dict[str, Any] | No
     options = dict(options or {})
     source = TrainedRun.open(_checkpoint_of(run, ckpt_path), weights_only)
     predictor = load_predictor(source, data)
-    if predictor.inputs == "none" or not inputs:
-        if inputs:
-            raise DlbenchError(f"{source.plugin_name} predicts without inputs ({predictor.describe()}); drop --input.")
+    model = source.load_model(weights_only)
+    mode = predicts_from(model, predictor)
+    if mode == "samples" and inputs:
+        raise DlbenchError(f"{source.plugin_name} draws samples and takes no inputs: drop --input (and give "
+                           f"--num_samples N).")
+    if mode == "inputs" and not inputs:
+        raise DlbenchError(f"predict on what? {source.plugin_name} takes {predictor.describe()}: add --input PATH "
+                           f"[PATH ...].")
+    errors: list[tuple[int, str, str]] = []
+    if inputs:
+        examples, errors = read_examples(predictor, expand(inputs, predictor), options)
+    else:
         try:
             examples = list(enumerate(predictor.generate(options)))
         except InputError as err:
-            raise DlbenchError(f"{err} ({source.plugin_name} takes {predictor.describe()}).") from None
-        errors: list[tuple[int, str, str]] = []
-    else:
-        examples, errors = read_examples(predictor, expand(inputs, predictor), options)
+            raise DlbenchError(str(err)) from None
     out_path = _output_path(output)
     folder = out_path.parent if out_path is not None and not os.environ.get(_DIR_ENV) \
         else output_folder(source, source.plugin_name)
@@ -230,7 +236,6 @@ def predict(run: str | Path, inputs: Sequence[str], options: dict[str, Any] | No
                              folder if out_path is None else _images_folder(out_path))
     rows: dict[int, dict[str, Any]] = {}
     if examples:
-        model = source.load_model(weights_only)
         model.predict_options = options
         loader = DataLoader(range(len(examples)), batch_size=batch_size, shuffle=False,
                             collate_fn=lambda idx: predictor.collate([examples[i][1].value for i in idx]))
@@ -248,6 +253,16 @@ def predict(run: str | Path, inputs: Sequence[str], options: dict[str, Any] | No
     path = out_path or folder / "predictions.csv"
     write_rows(ordered, path)
     return Prediction(ordered, [(n, m) for _, n, m in errors], path, folder, writer.sink.written)
+
+
+def predicts_from(model, predictor: Predictor) -> str:
+    """``inputs`` (the user's files), ``samples`` (draws, no inputs: a GAN) or ``either`` (a VAE reconstructs inputs
+    or draws samples): the model's ``predicts_from`` attribute, else ``samples`` for data whose predictor takes no
+    inputs (a graph predicted on its own nodes), else ``inputs``."""
+    declared = getattr(model, "predicts_from", None)
+    if declared in ("inputs", "samples", "either"):
+        return declared
+    return "samples" if predictor.inputs == "none" else "inputs"
 
 
 def _quiet_lightning() -> None:

@@ -242,33 +242,94 @@ class NonFiniteLoss(RuntimeError):
         self.step, self.epoch = step, epoch
 
 
+class DivergingLoss(NonFiniteLoss):
+    """The training loss grew by orders of magnitude over its first values and stayed there (see
+    :class:`FiniteLossGuard`). A :class:`NonFiniteLoss`, so whatever handles one handles both.
+
+    ``step`` is the step at which the loss had been above ``threshold`` for ``run`` steps running (the first of them:
+    ``first_step``), ``value`` the loss's magnitude there, ``reference`` the magnitude of the run's first losses it is
+    compared with.
+    """
+
+    def __init__(self, step: int, epoch: int, reference: float, value: float, threshold: float, first_step: int,
+                 run: int) -> None:
+        RuntimeError.__init__(self, f"training loss diverged: it grew from {reference:.2g} (its first steps) to "
+                                    f"{value:.2g} and stayed above {threshold:.2g} for {run} steps running (steps "
+                                    f"{first_step}-{step}, epoch {epoch})")
+        self.step, self.epoch, self.reference, self.value = step, epoch, reference, value
+        self.threshold, self.first_step, self.run = threshold, first_step, run
+
+
 class FiniteLossGuard(Callback):
-    """Stops training when the loss turns NaN or infinite, before a checkpoint of the broken weights is written.
+    """Stops training when the loss turns NaN or infinite, or diverges, before a checkpoint of the broken weights is
+    written.
 
     Each step only keeps a reference to the detached loss and its step number (no tensor operation, no host
     synchronisation); the kept losses are checked together, in one stacked operation, before every validation and at
     epoch end, which is before ModelCheckpoint saves, so the last good checkpoint stays the last one on disk. Every
-    :attr:`FOLD` steps they are folded into a device-side first bad step, so long epochs keep few references.
+    :attr:`FOLD` steps they are folded on the device into the first bad step and the current run of diverged steps,
+    so long epochs keep few references. A check reads back one small tensor (one host synchronisation); until the
+    reference below is known (the run's first fold or two), a fold also reads back its losses and holds the first
+    ones, which are judged with the fold that completes the reference.
+
+    A loss *diverges* when its magnitude stays above ``FACTOR * max(reference, FLOOR)`` for :attr:`RUN` steps running
+    (a run may span folds, checks and epochs). ``reference`` is the median magnitude of the run's first :attr:`HEAD`
+    finite losses: robust to one odd batch among them. Should that median itself be over ``FACTOR`` times the first
+    loss (the loss of the initial weights; floored the same way), the run blew up within those steps and the first
+    loss is the reference. ``FACTOR`` = 1000 is orders of magnitude: no training that learns, however noisy, keeps its
+    loss there for :attr:`RUN` steps (a loss ten times its start does not stop a run), while an overflowing
+    learning rate puts it there at once. ``FLOOR`` = 1e-3 keeps a loss that starts near zero (fine-tuning a fitted
+    model, a nearly solved task) from stopping the run when it rises to an ordinary value: it stops only above 1.
+    The reference is part of the checkpoint (plain floats), so a resumed run keeps comparing with its first steps.
+
+    A ``training_step`` may return a loss tensor, a dict with ``"loss"`` or nothing (a GAN stepping its own
+    optimisers: nothing to check). A 1-D tensor is the losses of ``trainer.steps_per_call`` steps, one each; with one
+    step a call it is a loss per sample or element, whose mean is the step's loss (non-finite when any part is).
     """
 
     FOLD = 1024
+    FACTOR = 1e3
+    FLOOR = 1e-3
+    RUN = 5
+    HEAD = 5
     _NONE = torch.iinfo(torch.long).max
 
     def __init__(self) -> None:
         self._losses: list[torch.Tensor] = []
         self._steps: list[int] = []
         self._first_bad: torch.Tensor | None = None
+        self.reference: float | None = None
+        """The loss magnitude divergence is measured from; ``None`` until :attr:`HEAD` finite losses were seen."""
+        self._head: list[float] = []  # the first finite loss magnitudes, until the reference is known
+        self._head_steps: list[int] = []  # and their steps
+        self._run: torch.Tensor | int = 0  # steps running above the threshold at the end of the last fold
+        self._run_start: torch.Tensor | int = 0  # the first step of that run
+        self._diverged: torch.Tensor | None = None  # (step, first step of its run) where a run first reached RUN
+        self._diverged_value: torch.Tensor | None = None
+
+    @property
+    def threshold(self) -> float | None:
+        return None if self.reference is None else self.FACTOR * max(self.reference, self.FLOOR)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
             return
         loss = loss.detach()
-        if loss.dim():  # a loss per sample or element: one value, finite when all of it is
-            loss = torch.where(torch.isfinite(loss).all(), 0.0, torch.nan)
+        step = trainer.global_step
+        if loss.dim():
+            count = loss.shape[0] if loss.dim() == 1 else 0
+            if getattr(trainer, "steps_per_call", 1) > 1 and 0 < count <= trainer.steps_per_call:
+                self._losses.append(loss)  # the losses of this call's steps, which ended at ``step``
+                self._steps.extend(range(step - count + 1, step + 1))
+                if len(self._steps) >= self.FOLD:
+                    self._fold()
+                return
+            # a loss per sample or element: its mean, non-finite when any of it is
+            loss = loss.mean() if loss.is_floating_point() else loss.float().mean()
         self._losses.append(loss)
-        self._steps.append(trainer.global_step)
-        if len(self._losses) >= self.FOLD:
+        self._steps.append(step)
+        if len(self._steps) >= self.FOLD:
             self._fold()
 
     def _fold(self) -> None:
@@ -277,16 +338,91 @@ class FiniteLossGuard(Callback):
         losses = self._losses
         if len({loss.dtype for loss in losses}) > 1:  # e.g. a mixed-precision run's losses of two dtypes
             losses = [loss.float() for loss in losses]
-        finite = torch.isfinite(torch.stack(losses))
-        steps = torch.tensor(self._steps, dtype=torch.long).to(finite.device, non_blocking=True)
+        if any(loss.dim() for loss in losses):
+            values = torch.cat([loss.reshape(-1) for loss in losses])
+        else:
+            values = torch.stack(losses)
+        finite = torch.isfinite(values)
+        step_numbers = self._steps
+        steps = torch.tensor(step_numbers, dtype=torch.long).to(finite.device, non_blocking=True)
         first = torch.where(finite, self._NONE, steps).min()
         self._first_bad = first if self._first_bad is None else torch.minimum(self._first_bad, first)
         self._losses, self._steps = [], []
+        magnitudes = values.abs()
+        if magnitudes.dtype in (torch.float16, torch.bfloat16):  # the threshold may be beyond float16's range
+            magnitudes = magnitudes.float()
+        if self.reference is None:
+            earlier, earlier_steps = self._head, self._head_steps
+            self._learn_reference(magnitudes, step_numbers)
+            if self.reference is None:
+                return
+            if earlier:  # the first losses of earlier folds, held back until now: judged with this fold's
+                magnitudes = torch.cat([torch.tensor(earlier, dtype=magnitudes.dtype, device=magnitudes.device),
+                                        magnitudes])
+                steps = torch.cat([torch.tensor(earlier_steps, dtype=torch.long, device=steps.device), steps])
+        self._track(magnitudes, steps)
+
+    def _learn_reference(self, magnitudes: torch.Tensor, steps: list[int]) -> None:
+        """Collects the first :attr:`HEAD` finite magnitudes and their steps (reads this fold's losses back: a run's
+        first fold or two only) and sets :attr:`reference` once it has them."""
+        wanted = self.HEAD - len(self._head)
+        found = [(v, s) for v, s in zip(magnitudes.tolist(), steps, strict=True) if math.isfinite(v)][:wanted]
+        head = self._head + [v for v, _ in found]
+        if len(head) < self.HEAD:
+            self._head, self._head_steps = head, self._head_steps + [s for _, s in found]
+            return
+        median, first = sorted(head)[len(head) // 2], head[0]
+        self.reference = first if median > self.FACTOR * max(first, self.FLOOR) else median
+        self._head, self._head_steps = [], []
+
+    def _track(self, magnitudes: torch.Tensor, steps: torch.Tensor) -> None:
+        """Carries the run of steps above the threshold through this fold, on the device, and keeps the first step
+        where it reached :attr:`RUN`."""
+        device = magnitudes.device
+        over = magnitudes > self.threshold  # NaN is not over: it ends a run (and is a NonFiniteLoss of its own)
+        index = torch.arange(len(over), device=device)
+        last_below = torch.cummax(torch.where(over, -1, index), dim=0).values  # -1: none yet in this fold
+        carried = torch.as_tensor(self._run, device=device)
+        carried_start = torch.where(carried > 0, torch.as_tensor(self._run_start, device=device), steps[0])
+        within = last_below >= 0
+        run = torch.where(within, index - last_below, carried + index + 1)
+        start = torch.where(within, steps[(last_below + 1).clamp(max=len(over) - 1)], carried_start)
+        hit = run >= self.RUN
+        at = hit.to(torch.uint8).argmax()  # the first step where the run reached RUN (0 when none did)
+        found = torch.stack([torch.where(hit.any(), steps[at], self._NONE), start[at]])
+        if self._diverged is None:
+            self._diverged, self._diverged_value = found, magnitudes[at]
+        else:  # an earlier fold's finding stands
+            earlier = self._diverged[0] != self._NONE
+            self._diverged = torch.where(earlier, self._diverged, found)
+            self._diverged_value = torch.where(earlier, self._diverged_value, magnitudes[at])
+        self._run, self._run_start = run[-1], start[-1]
 
     def _check(self, trainer: L.Trainer) -> None:
         self._fold()
-        if self._first_bad is not None and (step := int(self._first_bad)) != self._NONE:
-            raise NonFiniteLoss(step, trainer.current_epoch)
+        if self._first_bad is None and self._diverged is None:
+            return
+        none = torch.tensor(self._NONE, device=(self._first_bad if self._first_bad is not None else
+                                                self._diverged).device)
+        found = torch.stack([self._first_bad if self._first_bad is not None else none,
+                             self._diverged[0] if self._diverged is not None else none])
+        if trainer.world_size > 1:  # every process stops at the same check, or none does
+            found = trainer.strategy.reduce(found, reduce_op="min")
+        bad, diverged = found.tolist()  # the one host synchronisation of a check
+        if diverged < bad:
+            raise self._diverging(trainer, diverged)
+        if bad != self._NONE:
+            raise NonFiniteLoss(bad, trainer.current_epoch)
+
+    def _diverging(self, trainer: L.Trainer, step: int) -> DivergingLoss:
+        local = self._diverged is not None and int(self._diverged[0]) == step
+        first, value = (int(self._diverged[1]), float(self._diverged_value)) if local else (step, math.nan)
+        if trainer.world_size > 1:  # the process that saw it tells the others its numbers
+            found = torch.tensor(first if local else -1, dtype=torch.long, device=trainer.strategy.root_device)
+            first = int(trainer.strategy.reduce(found, reduce_op="max"))
+            value = float(trainer.strategy.reduce(torch.tensor(value if local else -math.inf,
+                                                               device=trainer.strategy.root_device), reduce_op="max"))
+        return DivergingLoss(step, trainer.current_epoch, self.reference, value, self.threshold, first, self.RUN)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -294,6 +430,19 @@ class FiniteLossGuard(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check(trainer)
+
+    def state_dict(self) -> dict:
+        # Plain numbers, so the checkpoint still loads with weights_only=True. Folding first reads the losses of the
+        # steps since the last check into the run (a checkpoint written between checks, on Ctrl-C).
+        self._fold()
+        return {"reference": self.reference, "head": list(self._head), "head_steps": list(self._head_steps),
+                "run": int(self._run), "run_start": int(self._run_start)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.reference = state_dict.get("reference")
+        self._head = list(state_dict.get("head", []))
+        self._head_steps = list(state_dict.get("head_steps", []))
+        self._run, self._run_start = int(state_dict.get("run", 0)), int(state_dict.get("run_start", 0))
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
