@@ -17,7 +17,7 @@ from dlbench.runs.run import last_scalars
 from dlbench.runs.trained import first_batch, tensors_of
 from dlbench.train.lightning_cli import build
 
-__all__ = ["QUIET", "build", "check_learns", "check_round_trip", "check_smoke", "using_log_root"]
+__all__ = ["QUIET", "build", "check_learns", "check_predict", "check_round_trip", "check_smoke", "using_log_root"]
 
 QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
 
@@ -72,3 +72,66 @@ def check_learns(name: str, tmp_path: Path, *args: str) -> dict[str, float]:
     better = score < baseline if spec.mode == "min" else score > baseline
     assert better, f"{name}: {spec.score}={score:.4g} does not beat {spec.baseline}={baseline:.4g}"
     return scalars
+
+
+def _same_row(got: dict, want: dict, name: str) -> None:
+    for key, value in want.items():
+        if key in ("input", "image") or key.endswith("_image"):
+            continue
+        assert key in got, f"{name}: predict's row lacks {key!r}: {got}"
+        if isinstance(value, float):
+            assert abs(float(got[key]) - value) <= 1e-4 + 1e-3 * abs(value), \
+                f"{name}: {key} is {got[key]} from the files, {value} from the test batch"
+        else:
+            assert got[key] == value, f"{name}: {key} is {got[key]!r} from the files, {value!r} from the test batch"
+
+
+def check_predict(name: str, tmp_path: Path, limit: int = 8) -> list[dict]:
+    """Train the tiny preset for a few steps, write the first ``limit`` test inputs as the files a user would give
+    ``--input`` (the predictor's ``write_inputs``), run ``dlbench predict`` on them, and compare each row with the
+    rows of ``predict_step`` on the test batch itself: the files round-trip to the same predictions, through the
+    preprocessing saved with the run. Plugins that predict without inputs (samples, a graph) are checked by their
+    own tests; this returns ``[]`` for them."""
+    from dlbench.data.predict import Sink
+    from dlbench.runs.trained import TrainedRun
+    from dlbench.tools.predict import load_predictor, predict, predicts_from
+
+    spec = registry.plugin(name)
+    model, datamodule, trainer = build(name, *spec.tiny_args, "--trainer.max_steps", "3",
+                                       "--trainer.limit_val_batches", "1", "--test_after_fit", "false", *QUIET,
+                                       log_dir=tmp_path)
+    trainer.fit(model, datamodule=datamodule)
+    (run,) = sorted((tmp_path / name).glob("version_*"))
+    source = TrainedRun.open(run)
+    predictor = load_predictor(source)
+    loaded = source.load_model()
+    if predicts_from(loaded, predictor) == "samples":
+        return []
+    batch = first_batch(datamodule, "test")
+    batch = _head(batch, limit)
+    files = predictor.write_inputs(batch, tmp_path / "inputs")
+    assert files, f"{name}: write_inputs wrote no files"
+    result = predict(run, [str(f) for f in files], output=tmp_path / "rows.jsonl")
+    assert not result.errors, f"{name}: predict refused its own test inputs: {result.errors}"
+    with torch.no_grad():
+        outputs = loaded.predict_step(_head(first_batch(datamodule, "test"), limit), 0)
+    outputs = {k: v.detach().float().cpu() if isinstance(v, torch.Tensor) and v.is_floating_point()
+               else v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in outputs.items()}
+    from dlbench.data.predict import Example
+
+    want = predictor.rows(outputs, [Example(f"test {i}", None) for i in range(len(files))], {}, Sink(None))
+    assert len(result.rows) == len(want), f"{name}: {len(result.rows)} rows from {len(files)} files, want {len(want)}"
+    for got, expected in zip(result.rows, want, strict=True):
+        _same_row(got, expected, name)
+    return result.rows
+
+
+def _head(batch, n: int):
+    """The first ``n`` samples of a batch (a tensor, or a tuple/list of tensors sharing the first dimension)."""
+    if isinstance(batch, torch.Tensor):
+        return batch[:n]
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_head(b, n) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _head(v, n) for k, v in batch.items()}
+    return batch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dlbench.core import registry
-from dlbench.testing import check_learns, check_round_trip, check_smoke
+from dlbench.testing import check_learns, check_predict, check_round_trip, check_smoke
 
 PLUGINS = [e.name for e in registry.entries(registry.PLUGINS) if not e.broken]
 
@@ -23,6 +23,11 @@ def test_smoke(name, tmp_path):
 @pytest.mark.parametrize("name", PLUGINS)
 def test_checkpoint_round_trip(name, tmp_path):
     check_round_trip(name, tmp_path)
+
+
+@pytest.mark.parametrize("name", PLUGINS)
+def test_predict_round_trips_the_test_inputs_written_to_files(name, tmp_path):
+    check_predict(name, tmp_path)
 
 
 @pytest.mark.parametrize("name", PLUGINS)

@@ -148,6 +148,23 @@ class Predictor:
         """One line saying what this predictor takes, for messages and ``--help``."""
         return f"{self.inputs} inputs"
 
+    def export_module(self, model):
+        """For ``dlbench export``: a module around ``model`` that takes raw values (pixel values 0-255, a series in
+        its own units) and answers in the data's own units, so the exported file needs no preprocessing of its
+        own; :meth:`raw_inputs` turns the model's inputs into such values for tracing and checking. ``None`` (the
+        default) exports the model as it is, with its preprocessing written beside it."""
+        return None
+
+    def raw_inputs(self, inputs: tuple) -> tuple:
+        """The model's (preprocessed) inputs as the raw values :meth:`export_module` takes."""
+        return inputs
+
+    def write_inputs(self, batch, folder: Path) -> list[Path]:
+        """Write the inputs of a batch of the data module's test split as raw input files in ``folder`` (what a user
+        would give ``--input``), for :func:`dlbench.testing.check_predict`; one file a sample, in batch order.
+        Predictors without inputs (samples, a graph) need not implement it."""
+        raise NotImplementedError
+
 
 PREDICTOR_FILE = "predictor.json"
 """In a run directory: the predictor's class and state, written by the fit (see :mod:`dlbench.train.callbacks`)."""

@@ -43,6 +43,8 @@ class Result:
     dynamic_batch: bool
     inputs: str
     notes: list[str] = field(default_factory=list)
+    preprocessing: Path | None = None
+    """The file beside the model that says what its inputs are and holds the run's preprocessing."""
 
 
 @contextmanager
@@ -244,9 +246,54 @@ def export(path: str | Path, fmt: str, output: str | Path | None = None, weights
     try:
         model = source.load_model(weights_only)
         inputs = forward_inputs(model, source.real_batch())
-        return export_model(model, inputs, fmt, target)
+        predictor = _predictor(source)
+        folded = predictor.export_module(model) if predictor is not None else None
+        if folded is not None:
+            model, inputs = folded.eval(), predictor.raw_inputs(inputs)
+        result = export_model(model, inputs, fmt, target)
     except NotExportable as err:
         raise NotExportable(f"{source.plugin_name} cannot be exported to {fmt}: {err}") from None
+    result.preprocessing = write_preprocessing(result, source, predictor, folded is not None)
+    return result
+
+
+def _predictor(source: TrainedRun):
+    from dlbench.tools.predict import load_predictor
+
+    try:
+        return load_predictor(source)
+    except DlbenchError:  # a run from before predictors were saved: exported as it is, and the file says so
+        return None
+
+
+def preprocessing_path(model_file: Path) -> Path:
+    name = model_file.name
+    for suffix in FORMATS.values():
+        name = name.removesuffix(suffix)
+    return model_file.with_name(f"{name}.preprocessing.json")
+
+
+def write_preprocessing(result: Result, source: TrainedRun, predictor, folded: bool) -> Path:
+    """``<model>.preprocessing.json`` beside the exported file: what its inputs and outputs are, and the run's
+    preprocessing as the predictor record ``dlbench predict`` uses (see :mod:`dlbench.data.predict`)."""
+    import json
+
+    from dlbench.data.predict import predictor_record
+
+    if predictor is None:
+        inputs = ("the model's own inputs, preprocessed as in training; this run saved no preprocessing (trained "
+                  "before dlbench saved it): re-run its fit to get it")
+    elif folded:
+        inputs = (f"raw values: {predictor.describe()}, as numbers (images: pixel values 0-255 as float32, "
+                  f"(N, C, H, W)); the preprocessing below is folded into the graph, so apply none")
+    else:
+        inputs = "the model's own inputs: apply the preprocessing below first (see dlbench.data.predict)"
+    record = {"model": result.path.name, "format": result.fmt, "plugin": source.plugin_name,
+              "checkpoint": str(source.checkpoint), "inputs": inputs, "input_tensors": result.inputs,
+              "folded": folded, "predictor": predictor_record(predictor) if predictor is not None else None}
+    path = preprocessing_path(result.path)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
 
 
 def _report(result: Result, source_path: str) -> str:
@@ -257,6 +304,12 @@ def _report(result: Result, source_path: str) -> str:
              + f": max abs difference {result.max_abs_diff:.3g} (tolerance rtol {RTOL:g}, atol {ATOL:g})",
              f"batch size: {'dynamic' if result.dynamic_batch else 'fixed'}"]
     lines += [f"note: {n}" for n in result.notes]
+    if result.preprocessing is not None:
+        import json
+
+        record = json.loads(result.preprocessing.read_text())
+        lines.append(f"inputs: {record['inputs']}")
+        lines.append(f"preprocessing: {result.preprocessing}")
     if result.fmt == "torchscript":
         lines.append("note: TorchScript is deprecated in PyTorch and Lightning; ONNX (--format onnx) is the lasting "
                      "format")

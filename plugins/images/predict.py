@@ -5,11 +5,13 @@ files for models that make images (reconstructions, samples)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from dlbench_plugins.images.folder import decode
+from PIL import Image
 
 from dlbench.data.predict import Example, InputError, Predictor, Sink, Source
 
@@ -83,6 +85,20 @@ class ImagePredictor(Predictor):
     def read(self, source: Source, options: dict[str, Any]) -> list[Example]:
         return [Example(source.name, (self.normalize(self.pixels(source)),))]
 
+    def export_module(self, model) -> torch.nn.Module:
+        return RawPixels(model, self.mean, self.std)
+
+    def raw_inputs(self, inputs: tuple) -> tuple:
+        return (inputs[0].float() * self.std + self.mean, *inputs[1:])
+
+    def write_inputs(self, batch, folder: Path) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, array in enumerate(self.denormalize(batch[0])):
+            paths.append(folder / f"{i:04d}.png")
+            Image.fromarray(array).save(paths[-1])
+        return paths
+
     def generate(self, options: dict[str, Any]) -> list[Example]:
         n = int(options.get("num_samples") or 16)
         if n < 1:
@@ -106,6 +122,20 @@ class ImagePredictor(Predictor):
                 for row, value in zip(rows, values.tolist(), strict=True):
                     row[key] = round(float(value), 6)
         return rows
+
+
+class RawPixels(torch.nn.Module):
+    """A model that takes pixel values (0-255, float, ``(N, C, S, S)``) and normalises them itself, as the run's
+    data module did: what ``dlbench export`` writes, so the exported file takes images as they are."""
+
+    def __init__(self, model: torch.nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", mean.reshape(1, -1, 1, 1).clone())
+        self.register_buffer("std", std.reshape(1, -1, 1, 1).clone())
+
+    def forward(self, pixels: torch.Tensor, *rest):
+        return self.model((pixels - self.mean) / self.std, *rest)
 
 
 def _stem(key: str) -> str:
