@@ -59,7 +59,7 @@ class Source:
         if self.text is not None:
             return self.text
         try:
-            return self.read_bytes().decode("utf-8")
+            return self.read_bytes().decode("utf-8-sig")  # a byte-order mark, as some editors write, is dropped
         except UnicodeDecodeError:
             raise InputError(f"{self.name}: not UTF-8 text. Save it as UTF-8 text.") from None
 
@@ -75,7 +75,9 @@ class Example:
     key: str
     value: Any
     extra: dict[str, Any] = field(default_factory=dict)
-    """Anything the rows need back (an original image size, the input text, ...)."""
+    """Anything the rows need back (an original image size, the input text, ...). ``extra["error"]`` marks one
+    example of a source that cannot be used (an empty line of a text file): it is reported in its place as an
+    error row, with the others of the source predicted, and never reaches the model."""
 
 
 class Sink:
@@ -121,8 +123,8 @@ class Predictor:
         raise NotImplementedError
 
     def read(self, source: Source, options: dict[str, Any]) -> list[Example]:
-        """The examples of one input; :class:`InputError` when it cannot be used (the message names the input
-        and the fix)."""
+        """The examples of one input; :class:`InputError` when none of it can be used (the message names the input
+        and the fix), an example with ``extra["error"]`` for one part that cannot."""
         raise NotImplementedError
 
     def generate(self, options: dict[str, Any]) -> list[Example]:

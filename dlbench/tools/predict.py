@@ -87,49 +87,54 @@ def _datamodule(source: TrainedRun, data: str):
     return import_ref(registry.dataset(data).datamodule)()
 
 
-def expand(inputs: Sequence[str], predictor: Predictor) -> list[Source | InputError]:
+def expand(inputs: Sequence[str], predictor: Predictor) -> list[Source | tuple[str, InputError]]:
     """Sources of the ``--input`` items: files, the files of a folder (by the predictor's suffixes, sorted), ``-``
     for standard input; an item that does not exist becomes an error in its place."""
-    sources: list[Source | InputError] = []
+    sources: list[Source | tuple[str, InputError]] = []
     for item in inputs:
         if item == "-":
-            sources.append(Source(name="stdin", text=sys.stdin.read()))
+            sources.append(Source(name="stdin", data=sys.stdin.buffer.read()))
             continue
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in predictor.extensions)
             if not found:
                 wanted = ", ".join(predictor.extensions) or "files"
-                sources.append(InputError(f"{item}: a folder with no {wanted} files in it. Give a folder of inputs "
-                                          f"or the files themselves."))
+                sources.append((item, InputError(f"{item}: a folder with no {wanted} files in it. Give a folder of "
+                                                 f"inputs or the files themselves.")))
             sources += [Source(name=str(p), path=p) for p in found]
         elif path.is_file():
             sources.append(Source(name=item, path=path))
         else:
-            sources.append(InputError(f"{item}: no such file or folder. Check the path."))
+            sources.append((item, InputError(f"{item}: no such file or folder. Check the path.")))
     return sources
 
 
-def read_examples(predictor: Predictor, sources: Sequence[Source | InputError],
+def read_examples(predictor: Predictor, sources: Sequence[Source | tuple[str, InputError]],
                   options: dict[str, Any]) -> tuple[list[tuple[int, Example]], list[tuple[int, str, str]]]:
     """Each source read into examples, numbered in input order; errors keep their place as ``(order, input,
-    message)``."""
+    message)``: a source that could not be read at all, or one example of it that could not (an example whose
+    ``extra["error"]`` says why, e.g. an empty line of a text file)."""
     examples: list[tuple[int, Example]] = []
     errors: list[tuple[int, str, str]] = []
     order = 0
     for source in sources:
-        if isinstance(source, InputError):
-            errors.append((order, str(source).split(":")[0], str(source)))
+        if isinstance(source, tuple):
+            name, err = source
+            errors.append((order, name, str(err)))
             order += 1
             continue
         try:
-            read = predictor.read(source, options)
+            read = list(predictor.read(source, options))
         except InputError as err:
             errors.append((order, source.name, str(err)))
             order += 1
             continue
         for example in read:
-            examples.append((order, example))
+            if example.extra.get("error"):
+                errors.append((order, example.key, str(example.extra["error"])))
+            else:
+                examples.append((order, example))
             order += 1
     return examples, errors
 
@@ -329,15 +334,17 @@ def table(rows: list[dict[str, Any]], limit: int = TABLE_ROWS, width: int = 100)
     if not shown:
         return "(no rows)"
     columns = [c for c in dict.fromkeys(k for row in shown for k in row) if c != "error"][:6]
-    if any("error" in row for row in shown):
-        columns.append("error")
     cells = [[_cell(row.get(c, "")) for c in columns] for row in shown]
     widths = [min(max(len(c), *(len(r[i]) for r in cells)), 40) for i, c in enumerate(columns)]
     lines = ["  ".join(f"{c[:w]:<{w}}" for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += ["  ".join(f"{v[:w]:<{w}}" for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    for row, r in zip(shown, cells, strict=True):
+        if "error" in row:  # the reason in full, after the input: it says what to fix
+            lines.append(f"{r[0][:widths[0]]:<{widths[0]}}  error: {row['error']}")
+        else:
+            lines.append("  ".join(f"{v[:w]:<{w}}" for v, w in zip(r, widths, strict=True)).rstrip())
     if len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more rows")
-    return "\n".join(line[:width] for line in lines)
+    return "\n".join(line if "  error: " in line else line[:width] for line in lines)
 
 
 def _cell(value: Any) -> str:

@@ -66,9 +66,11 @@ class RunAPI(ls.LitAPI):
         else:
             raise InputError("the request holds no input: send a file as multipart field 'file' (curl -F "
                              "file=@x.png), or JSON {\"text\": \"...\"} or {\"rows\": [{...}]}.")
-        examples = self.predictor.read(source, self.options)
+        examples = list(self.predictor.read(source, self.options))
         if not examples:
             raise InputError(f"{source.name}: nothing to predict in it.")
+        if all(e.extra.get("error") for e in examples):
+            raise InputError(str(examples[0].extra["error"]))
         return examples
 
     def batch(self, inputs: list[Any]) -> list[Any]:
@@ -82,7 +84,7 @@ class RunAPI(ls.LitAPI):
 
         single = self.max_batch_size <= 1
         requests = [inputs] if single else inputs
-        flat = [e for r in requests if not isinstance(r, _Failed) for e in r]
+        flat = [e for r in requests if not isinstance(r, _Failed) for e in r if not e.extra.get("error")]
         rows: list[dict[str, Any]] = []
         if flat:
             batch = self.predictor.collate([e.value for e in flat])
@@ -96,9 +98,14 @@ class RunAPI(ls.LitAPI):
         for r in requests:
             if isinstance(r, _Failed):
                 answers.append(r)
-            else:
-                answers.append(rows[: len(r)])
-                rows = rows[len(r):]
+                continue
+            mine = []
+            for e in r:  # one bad part of a request (an empty line) is answered in its place
+                if e.extra.get("error"):
+                    mine.append({"input": e.key, "error": str(e.extra["error"])})
+                else:
+                    mine.append(rows.pop(0))
+            answers.append(mine)
         return answers[0] if single else answers
 
     def encode_response(self, output: Any):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -33,6 +33,24 @@ from dlbench.data.text import (
     tab_fields,
     tokenize,
 )
+
+WORD_TOKENIZER: dict[str, Any] = {"kind": "word", "lowercase": True}
+"""The tokenisation of this plugin as plain data (kept in the run's predictor): lower-cased words and punctuation
+marks, the same for both languages."""
+
+
+def sentence_tokens(sentence: str, tokenizer: dict[str, Any]) -> list[str]:
+    """The one tokeniser of this plugin: the training pairs (both sides) and the sentences a trained run translates
+    (see :mod:`dlbench_plugins.seq2seq.predict`) all go through it, with the settings the run kept (``tokenizer``).
+    Another tokeniser (subwords) goes here and in :func:`sentence_text`, its settings (merges, ...) in the dict."""
+    if tokenizer.get("kind") != "word" or not tokenizer.get("lowercase", True):
+        raise ValueError(f"this version of the seq2seq plugin tokenises lower-cased words only, not {tokenizer}")
+    return tokenize(sentence, "word")
+
+
+def sentence_text(tokens: list[str], tokenizer: dict[str, Any]) -> str:
+    """The text of ``tokens`` (:func:`sentence_tokens` undone, as far as it can be): words joined by spaces."""
+    return " ".join(tokens)
 
 
 class TranslationDataModule(L.LightningDataModule):
@@ -67,8 +85,9 @@ class TranslationDataModule(L.LightningDataModule):
         order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed)).tolist()
         n_test, n_val = max(1, round(len(pairs) * test_fraction)), max(1, round(len(pairs) * val_fraction))
         index = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
-        src = [tokenize(s) for s, _ in pairs]
-        tgt = [tokenize(t) for _, t in pairs]
+        self.tokenizer = dict(WORD_TOKENIZER)
+        src = [sentence_tokens(s, self.tokenizer) for s, _ in pairs]
+        tgt = [sentence_tokens(t, self.tokenizer) for _, t in pairs]
         train = index["train"]
         self.src_vocab = Vocabulary.build((src[i] for i in train), min_freq=min_freq, max_size=max_vocab)
         self.tgt_vocab = Vocabulary.build((tgt[i] for i in train), min_freq=min_freq, max_size=max_vocab)
@@ -86,11 +105,18 @@ class TranslationDataModule(L.LightningDataModule):
         """All (source sentence, target sentence) pairs."""
         raise NotImplementedError
 
+    def predictor(self):
+        """What ``dlbench predict`` and ``dlbench serve`` need: both vocabularies, the tokenisation and the length
+        (see :mod:`dlbench.data.predict`)."""
+        from dlbench_plugins.seq2seq.predict import TranslationPredictor
+
+        return TranslationPredictor(self.src_vocab.itos, self.tgt_vocab.itos, self.tokenizer, self.max_len)
+
     def decode_source(self, ids: torch.Tensor) -> str:
-        return " ".join(self.src_vocab.decode(ids.tolist()))
+        return sentence_text(self.src_vocab.decode(ids.tolist()), self.tokenizer)
 
     def decode_target(self, ids: torch.Tensor) -> str:
-        return " ".join(self.tgt_vocab.decode(ids.tolist()))
+        return sentence_text(self.tgt_vocab.decode(ids.tolist()), self.tokenizer)
 
     def _loader(self, split: str, shuffle: bool):
         size = self.hparams.batch_size if shuffle else max(self.hparams.batch_size, 500)

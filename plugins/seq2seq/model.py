@@ -219,8 +219,10 @@ class Seq2SeqTransformer(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx):
-        """Greedy translations as target indices, ``(N, max_len - 1)``."""
-        return self.greedy(batch[0])
+        """``{"tokens": (N, max_len - 1)}``: greedy translations as target indices (words, <eos>, then padding), the
+        encoder run once a batch; the data's predictor turns them into text (see
+        :mod:`dlbench_plugins.seq2seq.predict`)."""
+        return {"tokens": self.greedy(batch[0])}
 
     def _logs_text(self) -> bool:
         return isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero \

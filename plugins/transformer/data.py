@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import zipfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -23,6 +23,19 @@ from dlbench import DlbenchError
 from dlbench.data.batches import tensor_loader
 from dlbench.data.download import Remote, data_root, fetch
 from dlbench.data.text import LEVELS, PAD_INDEX, Vocabulary, encode_batch, read_text_file, tab_fields, tokenize
+
+
+def tokenizer_settings(level: str) -> dict[str, Any]:
+    """The tokenisation of this plugin as plain data (kept in the run's predictor): the ``level`` and lower-casing."""
+    return {"level": level, "lowercase": True}
+
+
+def text_tokens(text: str, tokenizer: dict[str, Any]) -> list[str]:
+    """The one tokeniser of this plugin: the training texts and the texts a trained run predicts on (see
+    :mod:`dlbench_plugins.transformer.predict`) both go through it, with the settings of :func:`tokenizer_settings`."""
+    if not tokenizer.get("lowercase", True):
+        raise ValueError("this version of the transformer plugin only tokenises lower-cased text")
+    return tokenize(text, tokenizer["level"])
 
 
 def stratified_split(labels: torch.Tensor, val_fraction: float, test_fraction: float,
@@ -75,7 +88,8 @@ class TextClassificationDataModule(L.LightningDataModule):
         texts, labels = self.load()
         y = torch.tensor(labels, dtype=torch.long)
         train, val, test = stratified_split(y, val_fraction, test_fraction, seed)
-        tokens = [tokenize(t, level) for t in texts]
+        self.tokenizer = tokenizer_settings(level)
+        tokens = [text_tokens(t, self.tokenizer) for t in texts]
         self.vocab = Vocabulary.build((tokens[i] for i in train.tolist()), min_freq=min_freq, max_size=max_vocab)
         x = encode_batch(self.vocab, tokens, max_len)
         self.splits = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (x[test], y[test])}
@@ -88,6 +102,13 @@ class TextClassificationDataModule(L.LightningDataModule):
     def load(self) -> tuple[list[str], list[int]]:
         """All texts and their labels (indices into ``class_names``)."""
         raise NotImplementedError
+
+    def predictor(self):
+        """What ``dlbench predict`` and ``dlbench serve`` need: the vocabulary, the tokenisation, the length and the
+        class names (see :mod:`dlbench.data.predict`)."""
+        from dlbench_plugins.transformer.predict import TextPredictor
+
+        return TextPredictor(self.vocab.itos, self.tokenizer, self.max_len, self.class_names)
 
     def decode(self, ids: torch.Tensor) -> str:
         """The tokens behind a row of indices, as the model saw them (unknown words as ``<unk>``)."""

@@ -158,8 +158,9 @@ class TransformerClassifier(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx):
-        """Class probabilities, ``(N, num_classes)``."""
-        return self(batch[0]).softmax(-1)
+        """``{"probs": (N, num_classes)}``: class probabilities, which the data's predictor turns into class names
+        (see :mod:`dlbench_plugins.transformer.predict`)."""
+        return {"probs": self(batch[0]).float().softmax(-1)}
 
     def _logs_text(self) -> bool:
         return isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero \
