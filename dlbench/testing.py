@@ -109,7 +109,13 @@ def check_predict(name: str, tmp_path: Path, limit: int = 8) -> list[dict]:
         return []
     batch = first_batch(datamodule, "test")
     batch = _head(batch, limit)
-    files = predictor.write_inputs(batch, tmp_path / "inputs")
+    try:
+        files = predictor.write_inputs(batch, tmp_path / "inputs")
+    except NotImplementedError:
+        import pytest
+
+        pytest.skip(f"{name}: its predictor cannot write a test batch back as input files (write_inputs); its own "
+                    f"tests check predict on files")
     assert files, f"{name}: write_inputs wrote no files"
     result = predict(run, [str(f) for f in files], output=tmp_path / "rows.jsonl")
     assert not result.errors, f"{name}: predict refused its own test inputs: {result.errors}"
@@ -117,9 +123,10 @@ def check_predict(name: str, tmp_path: Path, limit: int = 8) -> list[dict]:
         outputs = loaded.predict_step(_head(first_batch(datamodule, "test"), limit), 0)
     outputs = {k: v.detach().float().cpu() if isinstance(v, torch.Tensor) and v.is_floating_point()
                else v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in outputs.items()}
-    from dlbench.data.predict import Example
+    from dlbench.data.predict import Source
 
-    want = predictor.rows(outputs, [Example(f"test {i}", None) for i in range(len(files))], {}, Sink(None))
+    examples = [e for f in files for e in predictor.read(Source(name=str(f), path=Path(f)), {})]
+    want = predictor.rows(outputs, examples, {}, Sink(None))
     assert len(result.rows) == len(want), f"{name}: {len(result.rows)} rows from {len(files)} files, want {len(want)}"
     for got, expected in zip(result.rows, want, strict=True):
         _same_row(got, expected, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -41,22 +42,40 @@ def _model_and_batch(run: Path):
 
 
 @needs_onnx
-def test_onnx_export_of_a_run_matches_pytorch(run_dir):
+def test_onnx_export_of_a_run_takes_and_returns_the_series_own_units(run_dir, tmp_path):
     result = subprocess.run([sys.executable, "-m", "dlbench", "export", str(run_dir), "--format", "onnx"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     exported = run_dir / "export" / "lstm.onnx"
     assert f"exported {exported}" in result.stdout and "max abs difference" in result.stdout
     assert "batch size: dynamic" in result.stdout
-    # An independent check with onnxruntime, on the test windows and on a batch size the exporter never saw.
+    described = run_dir / "export" / "lstm.preprocessing.json"
+    assert f"preprocessing: {described}" in result.stdout and "folded into the graph" in result.stdout
+    record = json.loads(described.read_text())
+    state = record["predictor"]["state"]
+    assert record["folded"] is True and state["column"] == "sunspots" and state["window"] == 10
+    # An independent check with onnxruntime: raw sunspot numbers in, the next year's number out, on the test windows
+    # and on a batch size the exporter never saw, against the model's own forward on standardised values.
     import onnxruntime
 
     model, (x,) = _model_and_batch(run_dir)
+    raw = x * state["std"] + state["mean"]
+    assert float(raw.min()) >= 0 and float(raw.max()) > 50  # sunspot counts, not standardised values
     session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
-    for batch in (x, x[:7]):
+    for batch, normed in ((raw, x), (raw[:7], x[:7])):
         (got,) = session.run(None, {session.get_inputs()[0].name: batch.numpy()})
         with torch.no_grad():
-            torch.testing.assert_close(torch.from_numpy(got), model(batch), rtol=RTOL, atol=ATOL)
+            want = model(normed) * state["std"] + state["mean"]
+        torch.testing.assert_close(torch.from_numpy(got), want, rtol=RTOL, atol=1e-3)
+    # The same window as a CSV through dlbench predict gives the same forecast as the exported file.
+    csv_file = tmp_path / "window.csv"
+    csv_file.write_text("sunspots\n" + "\n".join(f"{v:.9g}" for v in raw[0, :, 0].tolist()) + "\n")
+    predicted = subprocess.run([sys.executable, "-m", "dlbench", "predict", "--run", str(run_dir), "-i", str(csv_file),
+                                "-o", str(tmp_path / "p.jsonl")], capture_output=True, text=True, timeout=600)
+    assert predicted.returncode == 0, predicted.stderr
+    (row,) = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    (got,) = session.run(None, {session.get_inputs()[0].name: raw[:1].numpy()})
+    assert row["step_1"] == pytest.approx(float(got[0, 0]), abs=1e-3)
 
 
 def test_torchscript_export_of_a_checkpoint_file(run_dir, tmp_path, capsys):

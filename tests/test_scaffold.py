@@ -35,10 +35,12 @@ def test_generated_package_installs_lists_and_passes_its_own_tests(tmp_path):
                                    capture_output=True, text=True, cwd=tmp_path)
         assert spec_only.stdout.strip() == "[]", spec_only.stderr
         env = {k: v for k, v in os.environ.items() if k != "DLBENCH_LOG_DIR"}
-        tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rp", "-p", "no:cacheprovider", "tests"],
                                cwd=package, env=env, capture_output=True, text=True, timeout=900)
         assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
         assert " passed" in tests.stdout and "skipped" not in tests.stdout, tests.stdout[-1000:]
+        for check in ("smoke", "checkpoint_round_trip", "learns", "predict"):  # dlbench.testing's contract checks
+            assert f"PASSED tests/test_{NAME}.py::test_{check}\n" in tests.stdout, tests.stdout[-1000:]
     finally:
         subprocess.run([*pip, "uninstall", "-y", "-q", f"dlbench-{NAME.replace('_', '-')}"], capture_output=True)
     assert f"{NAME} " not in dlbench("list", cwd=tmp_path).stdout

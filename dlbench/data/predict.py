@@ -113,6 +113,8 @@ class Predictor:
     inputs: ClassVar[str] = "file"
     extensions: ClassVar[tuple[str, ...]] = ()
     """File suffixes a folder given as ``--input`` is searched for (lower case, with the dot)."""
+    batch_size: ClassVar[int | None] = None
+    """Examples a batch, where the predictor knows better than ``--batch_size`` (a graph: every node in one pass)."""
 
     def state(self) -> dict[str, Any]:
         """The preprocessing as JSON-serialisable plain data."""

@@ -284,8 +284,8 @@ def write_preprocessing(result: Result, source: TrainedRun, predictor, folded: b
         inputs = ("the model's own inputs, preprocessed as in training; this run saved no preprocessing (trained "
                   "before dlbench saved it): re-run its fit to get it")
     elif folded:
-        inputs = (f"raw values: {predictor.describe()}, as numbers (images: pixel values 0-255 as float32, "
-                  f"(N, C, H, W)); the preprocessing below is folded into the graph, so apply none")
+        inputs = (f"raw values as float32, as the files hold them (pixel values 0-255, a series in its own units) "
+                  f"for {predictor.describe()}; the preprocessing below is folded into the graph, so apply none")
     else:
         inputs = "the model's own inputs: apply the preprocessing below first (see dlbench.data.predict)"
     record = {"model": result.path.name, "format": result.fmt, "plugin": source.plugin_name,

@@ -210,8 +210,6 @@ def predict(run: str | Path, inputs: Sequence[str], options: dict[str, Any] | No
             batch_size: int = 256, trainer_args: dict[str, Any] | None = None,
             weights_only: bool = True) -> Prediction:
     """Predict with the run (a run directory or a checkpoint file) on ``inputs``; see the module docstring."""
-    import lightning as L
-    from torch.utils.data import DataLoader
 
     options = dict(options or {})
     source = TrainedRun.open(_checkpoint_of(run, ckpt_path), weights_only)
@@ -219,8 +217,8 @@ def predict(run: str | Path, inputs: Sequence[str], options: dict[str, Any] | No
     model = source.load_model(weights_only)
     mode = predicts_from(model, predictor)
     if mode == "samples" and inputs:
-        raise DlbenchError(f"{source.plugin_name} draws samples and takes no inputs: drop --input (and give "
-                           f"--num_samples N).")
+        raise DlbenchError(f"{source.plugin_name} takes no --input: it predicts on {predictor.describe()}. Drop "
+                           f"--input.")
     if mode == "inputs" and not inputs:
         raise DlbenchError(f"predict on what? {source.plugin_name} takes {predictor.describe()}: add --input PATH "
                            f"[PATH ...].")
@@ -235,14 +233,32 @@ def predict(run: str | Path, inputs: Sequence[str], options: dict[str, Any] | No
     out_path = _output_path(output)
     folder = out_path.parent if out_path is not None and not os.environ.get(_DIR_ENV) \
         else output_folder(source, source.plugin_name)
-    os.environ[_DIR_ENV] = str(folder)
+    saved_env = {k: os.environ.get(k) for k in (_DIR_ENV, _TOKEN_ENV)}
+    os.environ[_DIR_ENV] = str(folder)  # for the processes a multi-device run starts; restored below
     os.environ.setdefault(_TOKEN_ENV, str(os.getpid()))
+    try:
+        return _run(source, predictor, model, examples, errors, options, folder, out_path, batch_size, trainer_args)
+    finally:
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _run(source: TrainedRun, predictor: Predictor, model, examples: list[tuple[int, Example]],
+         errors: list[tuple[int, str, str]], options: dict[str, Any], folder: Path, out_path: Path | None,
+         batch_size: int, trainer_args: dict[str, Any] | None) -> Prediction:
+    import lightning as L
+    from torch.utils.data import DataLoader
+
     writer = _writer_class()(predictor, examples, options, folder,
                              folder if out_path is None else _images_folder(out_path))
     rows: dict[int, dict[str, Any]] = {}
     if examples:
         model.predict_options = options
-        loader = DataLoader(range(len(examples)), batch_size=batch_size, shuffle=False,
+        size = getattr(predictor, "batch_size", None) or batch_size  # a graph: all its nodes in one pass
+        loader = DataLoader(range(len(examples)), batch_size=size, shuffle=False,
                             collate_fn=lambda idx: predictor.collate([examples[i][1].value for i in idx]))
         settings = {"accelerator": "cpu", "devices": 1, **(trainer_args or {})}
         _quiet_lightning()
@@ -311,7 +327,8 @@ def _images_folder(out_path: Path) -> Path:
 
 
 def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
-    """CSV (columns in order of first appearance) or JSON lines, by the file's suffix; written atomically."""
+    """CSV (columns in order of first appearance; list and dict cells as JSON), JSON lines (``.jsonl``) or one JSON
+    array (``.json``), by the file's suffix; written atomically."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", newline="") as out:
         if path.suffix.lower() == ".csv":
@@ -321,7 +338,11 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
             fields = [c for c in columns if c != "error"] + (["error"] if "error" in columns else [])
             writer = csv.DictWriter(out, fieldnames=fields)
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()}
+                             for row in rows)
+        elif path.suffix.lower() == ".json":
+            json.dump(rows, out, indent=1)
+            out.write("\n")
         else:
             for row in rows:
                 out.write(json.dumps(row) + "\n")
@@ -372,7 +393,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     settings = _trainer_settings(args)
     check_trainer_values(settings)
     options = {k: v for k, v in {"top_k": args.top_k, "horizon": args.horizon, "num_samples": args.num_samples,
-                                 "nodes": args.nodes, "seed": args.seed}.items() if v is not None}
+                                 "nodes": args.nodes, "seed": args.seed,
+                                 "score_threshold": args.score_threshold}.items() if v is not None}
+    for key in ("top_k", "horizon", "num_samples", "batch_size"):
+        value = options.get(key, getattr(args, key, None))
+        if value is not None and value < 1:
+            raise DlbenchError(f"--{key} must be >= 1, got {value}.")
+    if args.score_threshold is not None and not 0 <= args.score_threshold <= 1:
+        raise DlbenchError(f"--score_threshold is a probability in [0, 1], got {args.score_threshold}.")
     if args.run is None:
         raise DlbenchError("predict with which run? dlbench predict --run lightning_logs/<plugin>/version_N --input "
                            "FILE [FILE ...]")
@@ -400,12 +428,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "go to --output (CSV or JSON lines) or to RUN_DIR/predictions/predict_N/.")
     p.add_argument("--run", metavar="RUN_DIR", help="the trained run (lightning_logs/<plugin>/version_N) or a .ckpt")
     p.add_argument("--input", "-i", nargs="+", metavar="PATH", help="input files or folders; - reads standard input")
-    p.add_argument("--output", "-o", metavar="FILE", help="write the rows here (.csv or .jsonl)")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the rows here (.csv, .jsonl or .json)")
     p.add_argument("--ckpt_path", metavar="best|last|FILE", help="which checkpoint (default: the run's best)")
     p.add_argument("--top_k", type=int, help="class probabilities to list for classifiers (default 3)")
     p.add_argument("--horizon", type=int, help="lstm: steps to forecast after the file's last window (default 1)")
     p.add_argument("--num_samples", type=int, help="gan, vae: samples to draw (default 16)")
     p.add_argument("--nodes", type=int, nargs="+", help="gcn: node ids to predict (default every node)")
+    p.add_argument("--score_threshold", type=float, help="detector: the least score of a box listed (default 0.5)")
     p.add_argument("--seed", type=int, help="seed of the samples gan and vae draw (default 0)")
     p.add_argument("--data", nargs="?", const="run", metavar="NAME",
                    help="rebuild the preprocessing from the run's data (or a registered dataset) on this machine, for "

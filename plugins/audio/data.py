@@ -30,6 +30,20 @@ HOP_LENGTH = 80  # 10 ms: 100 frames a second, the articles' "100 steps"
 Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
+def to_clip(samples: torch.Tensor, clip_samples: int) -> torch.Tensor:
+    """A ``(channels, frames)`` recording as one training clip: channels averaged to mono, then cut or zero-padded
+    to ``clip_samples``."""
+    return fit_length(samples.mean(0), clip_samples)
+
+
+def clip_features(waveforms: torch.Tensor, n_mels: int, features: str, sample_rate: int = SAMPLE_RATE,
+                  n_fft: int = N_FFT, hop_length: int = HOP_LENGTH) -> torch.Tensor:
+    """Features ``(N, n_mels, n_frames)`` of ``(N, samples)`` clips before normalisation: log mel power, or its MFCC
+    with ``features="mfcc"``. The one feature pipeline of training and prediction."""
+    feats = log_mel(waveforms, sample_rate, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length)
+    return mfcc(feats) if features == "mfcc" else feats
+
+
 def spec_augment(x: torch.Tensor, max_time: int, max_freq: int) -> torch.Tensor:
     """SpecAugment-style masking (Park et al., 2019): per example, one band of up to ``max_time`` frames and one of up
     to ``max_freq`` mel bands set to 0 (the mean, since features are normalised). Vectorised over the batch."""
@@ -84,8 +98,7 @@ class AudioDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def features(self, waveforms: torch.Tensor) -> torch.Tensor:
-        feats = log_mel(waveforms, SAMPLE_RATE, n_mels=self.n_mels, n_fft=N_FFT, hop_length=HOP_LENGTH)
-        return mfcc(feats) if self.hparams.features == "mfcc" else feats
+        return clip_features(waveforms, self.n_mels, self.hparams.features)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -95,6 +108,17 @@ class AudioDataModule(L.LightningDataModule):
         self.mean = train.mean(dim=(0, 2), keepdim=True)
         self.std = train.std(dim=(0, 2), keepdim=True).clamp_min(1e-5)
         self.splits = {split: ((x - self.mean) / self.std, y) for split, (x, y) in feats.items()}
+
+    def predictor(self):
+        """What ``dlbench predict`` and ``dlbench serve`` need: the sample rate, clip length, feature settings, the
+        training split's per-band statistics and the class names (see :mod:`dlbench.data.predict`)."""
+        from dlbench_plugins.audio.predict import AudioPredictor
+
+        self.setup("fit")
+        return AudioPredictor(sample_rate=SAMPLE_RATE, clip_samples=self.clip_samples, n_mels=self.n_mels,
+                              n_fft=N_FFT, hop_length=HOP_LENGTH, features=self.hparams.features,
+                              mean=self.mean.flatten().tolist(), std=self.std.flatten().tolist(),
+                              class_names=list(self.class_names))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         trainer = self.trainer
@@ -201,7 +225,7 @@ def read_fsdd(folder: Path, clip_samples: int) -> tuple[torch.Tensor, torch.Tens
         if match is None:
             raise DlbenchError(f"fsdd: {path} is not named like an FSDD recording ('{{digit}}_{{speaker}}_{{index}}"
                                f".wav', e.g. 7_jackson_32.wav). Rename or remove it.")
-        waves.append(fit_length(read_wav(path, SAMPLE_RATE).mean(0), clip_samples))
+        waves.append(to_clip(read_wav(path, SAMPLE_RATE), clip_samples))
         digits.append(int(match[1]))
         speakers.append(match[2])
         takes.append(int(match[3]))

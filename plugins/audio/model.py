@@ -135,7 +135,9 @@ class SpeechCommandCNN(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx):
-        return self(batch[0]).softmax(dim=-1)
+        """``{"probs": (N, num_classes)}``: word probabilities, which the data's predictor turns into class names
+        (see :mod:`dlbench.data.predict`)."""
+        return {"probs": self(batch[0]).float().softmax(dim=-1)}
 
     def on_validation_epoch_end(self) -> None:
         # compute() syncs across processes, so every rank calls it; only rank zero draws.

@@ -78,13 +78,23 @@ def letterbox(path: Path, image_size: int) -> tuple[np.ndarray, float, int, int,
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DlbenchError(f"COCO image {path} cannot be decoded ({err}). Replace the file or remove it and its "
                            f"annotations.") from None
+    canvas, scale, px, py = letterbox_image(rgb, image_size)
+    return canvas, scale, px, py, *rgb.size
+
+
+def letterbox_image(rgb, image_size: int, pad_value: int = PAD_VALUE) -> tuple[np.ndarray, float, int, int]:
+    """Fit an RGB Pillow image into an ``image_size`` square, scaled so that its longer side fits (bilinear) and
+    centred on ``pad_value`` grey: (HWC uint8 array, scale, pad x, pad y). A point ``(x, y)`` of the image lands at
+    ``(x * scale + pad x, y * scale + pad y)``."""
+    from PIL import Image
+
     w, h = rgb.size
     scale = image_size / max(w, h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    canvas = np.full((image_size, image_size, 3), PAD_VALUE, dtype=np.uint8)
+    canvas = np.full((image_size, image_size, 3), pad_value, dtype=np.uint8)
     px, py = (image_size - nw) // 2, (image_size - nh) // 2
     canvas[py:py + nh, px:px + nw] = np.asarray(rgb.resize((nw, nh), Image.BILINEAR))
-    return canvas, scale, px, py, w, h
+    return canvas, scale, px, py
 
 
 def _box(ann: dict, w: int, h: int, where: str) -> list[float]:

@@ -58,6 +58,15 @@ class DetectionDataModule(L.LightningDataModule):
         self.mean = train.mean(dim=(0, 2, 3), keepdim=True)
         self.std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
 
+    def predictor(self):
+        """What ``dlbench predict`` and ``dlbench serve`` need: the image side, the training split's per-channel
+        statistics and the class names (see :mod:`dlbench.data.predict`)."""
+        from dlbench_plugins.detector.predict import DetectionPredictor
+
+        self.setup("fit")
+        return DetectionPredictor(self.image_size, self.mean.flatten().tolist(), self.std.flatten().tolist(),
+                                  list(self.class_names))
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if not (isinstance(batch, (tuple, list)) and len(batch) == 3 and batch[0].dtype == torch.uint8):
             return batch  # the model summary's example input, or a batch already prepared

@@ -207,7 +207,19 @@ class GridDetector(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx):
-        return self.detect(self(batch[0]))
+        """The detections of each image after NMS, best first, padded to the batch's most: ``{"boxes": (N, K, 4)``
+        corners in pixels of the model's ``image_size`` square, ``"scores": (N, K)``, ``"labels": (N, K)}`` with
+        label -1 (score 0) where an image has fewer than K."""
+        found = self.detect(self(batch[0]))
+        k = max(1, max(len(d["scores"]) for d in found))
+        ref = found[0]["boxes"]
+        boxes = ref.new_zeros(len(found), k, 4)
+        scores = ref.new_zeros(len(found), k)
+        labels = torch.full((len(found), k), -1, dtype=torch.long, device=ref.device)
+        for i, d in enumerate(found):
+            n = len(d["scores"])
+            boxes[i, :n], scores[i, :n], labels[i, :n] = d["boxes"], d["scores"], d["labels"]
+        return {"boxes": boxes, "scores": scores, "labels": labels}
 
     def _log_map(self, stage: str) -> None:
         result = getattr(self, f"{stage}_map").compute()

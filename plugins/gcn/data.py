@@ -8,6 +8,7 @@ the train, validation and test loaders; only the mask differs (full-batch traini
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -40,6 +41,8 @@ class GraphDataModule(L.LightningDataModule):
 
     num_features: int
     num_classes: int
+    class_names: tuple[str, ...] = ()
+    """Names of the classes by label, for predictions; class indices when empty."""
 
     def use_graph(self, x: torch.Tensor, edge_index: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor,
                   val_mask: torch.Tensor, test_mask: torch.Tensor) -> None:
@@ -80,6 +83,18 @@ class GraphDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> WholeGraph:
         """Every node of the graph: predictions for the whole graph, in node order."""
         return self._graph_batch(torch.ones_like(self.masks["test"]))
+
+    def predictor(self):
+        """What ``dlbench predict`` needs: how to rebuild this graph (the data module's class and arguments), its
+        size to check the rebuilt one against, and the class names (see :mod:`dlbench.data.predict`)."""
+        from dlbench_plugins.gcn.predict import GraphPredictor
+
+        cls = type(self)
+        args = {k: v for k, v in dict(self.hparams).items() if not k.startswith("_")}
+        args = json.loads(json.dumps(args, default=str))  # plain data for predictor.json (a Path becomes its text)
+        names = list(self.class_names) or [str(c) for c in range(self.num_classes)]
+        return GraphPredictor(f"{cls.__module__}:{cls.__qualname__}", args, num_nodes=self.x.shape[0],
+                              num_features=self.num_features, num_edges=self.edge_index.shape[1], class_names=names)
 
 
 class KarateClubDataModule(GraphDataModule):

@@ -114,9 +114,11 @@ class GCN(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx):
-        """Class probabilities ``(M, num_classes)`` of the batch's masked nodes, in node order."""
-        x, edge_index, _, mask = batch
-        return self(x, edge_index)[mask].softmax(-1)
+        """``{"probs": (M, num_classes)}``: class probabilities of the batch's chosen nodes, from one pass over the
+        whole graph. The batch's last tensor chooses them: a boolean mask (the data module's loaders, nodes in node
+        order) or node ids (``dlbench predict``'s batches ``(x, edge_index, node_ids)``, in that order)."""
+        x, edge_index, *_, nodes = batch
+        return {"probs": self(x, edge_index)[nodes].float().softmax(-1)}
 
     def on_validation_epoch_end(self) -> None:
         embedding, self._embedding = self._embedding, None

@@ -116,7 +116,7 @@ class ImagePredictor(Predictor):
         if "images" in outputs:
             arrays = self.denormalize(outputs["images"])
             for row, array, example in zip(rows, arrays, examples, strict=True):
-                row["image"] = sink.image(f"{_stem(example.key)}", array)
+                row["image"] = sink.image(f"{file_stem(example.key)}", array)
         for key, values in outputs.items():  # per-sample numbers a model adds (a reconstruction error, ...)
             if key not in ("probs", "images") and isinstance(values, torch.Tensor) and values.dim() == 1:
                 for row, value in zip(rows, values.tolist(), strict=True):
@@ -138,6 +138,6 @@ class RawPixels(torch.nn.Module):
         return self.model((pixels - self.mean) / self.std, *rest)
 
 
-def _stem(key: str) -> str:
+def file_stem(key: str) -> str:
     name = key.replace("\\", "/").rsplit("/", 1)[-1]
     return name.rsplit(".", 1)[0] if "." in name else name

@@ -2,7 +2,8 @@
 
 The default is the bundled yearly sunspot series. Any CSV with a header row works: ``--data.path my.csv
 --data.column price``. Statistics for normalisation come from the training part only, so nothing of the
-validation or test future leaks into training.
+validation or test future leaks into training. A trained run forecasts from a user's own CSV with ``dlbench predict``
+(see :mod:`dlbench_plugins.lstm.predict`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,23 @@ BUNDLED = Path(__file__).with_name("sunspots.csv")
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
+TRAINING_FIXES = {
+    "empty": "a header row and one value a row are expected.",
+    "column": "Pick one with --data.column.",
+    "value": "Clean the file or choose another --data.column.",
+    "finite": "Fix or drop that row.",
+}
+"""The closing advice of :func:`series_column`'s messages when a training file is wrong; prediction passes its own
+(see :mod:`dlbench_plugins.lstm.predict`)."""
+
+
 def read_series(path: str | Path, column: str | None = None) -> torch.Tensor:
     """One numeric column of a CSV file as a float tensor; the last column when ``column`` is not given."""
+    return read_series_column(path, column)[0]
+
+
+def read_series_column(path: str | Path, column: str | None = None) -> tuple[torch.Tensor, str]:
+    """:func:`read_series`, and the name of the column it read (the last one when ``column`` is not given)."""
     path = Path(path)
     try:
         with path.open(newline="") as f:
@@ -33,19 +49,29 @@ def read_series(path: str | Path, column: str | None = None) -> torch.Tensor:
         raise DlbenchError(f"series file {path} does not exist. Give an existing CSV with --data.path.") from None
     except (UnicodeDecodeError, csv.Error) as err:
         raise DlbenchError(f"series file {path} is not a readable CSV text file ({err}).") from None
+    return series_column(rows, f"series file {path}", column)
+
+
+def series_column(rows: list[list[str]], where: str, column: str | None = None,
+                  error: type[DlbenchError] = DlbenchError,
+                  fixes: dict[str, str] = TRAINING_FIXES) -> tuple[torch.Tensor, str]:
+    """The values of one column of CSV ``rows`` (a header row, then one value a row; blank rows skipped) and the
+    column's name: training and prediction read files with this same code. ``where`` opens
+    each message (``series file PATH``); ``error`` is the exception raised, ``fixes`` the advice that ends each
+    message (keys ``empty``, ``column``, ``value``, ``finite``; see :data:`TRAINING_FIXES`)."""
     if len(rows) < 2:
-        raise DlbenchError(f"series file {path} has no data rows: a header row and one value a row are expected.")
+        raise error(f"{where} has no data rows: {fixes['empty']}")
     header = [h.strip() for h in rows[0]]
+    if header:
+        header[0] = header[0].removeprefix("\ufeff")  # a byte-order mark some spreadsheets write
     if not header:
-        raise DlbenchError(f"series file {path} starts with an empty line; its first line must be the header row "
-                           f"naming the columns.")
+        raise error(f"{where} starts with an empty line; its first line must be the header row naming the columns.")
     if column is None:
         index = len(header) - 1
     elif column in header:
         index = header.index(column)
     else:
-        raise DlbenchError(f"series file {path} has no column {column!r}; its columns are {header}. "
-                           f"Pick one with --data.column.")
+        raise error(f"{where} has no column {column!r}; its columns are {header}. {fixes['column']}")
     values = []
     for line_no, row in enumerate(rows[1:], start=2):
         if not row or all(not cell.strip() for cell in row):
@@ -53,13 +79,13 @@ def read_series(path: str | Path, column: str | None = None) -> torch.Tensor:
         try:
             value = float(row[index])
         except (IndexError, ValueError):
-            raise DlbenchError(f"series file {path}, line {line_no}: column {header[index]!r} is not a number "
-                               f"({row!r}). Clean the file or choose another --data.column.") from None
+            raise error(f"{where}, line {line_no}: column {header[index]!r} is not a number ({row!r}). "
+                        f"{fixes['value']}") from None
         if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
-            raise DlbenchError(f"series file {path}, line {line_no}: value {value} is not a finite 32-bit float "
-                               f"(|value| <= {_FLOAT32_MAX:.3g}). Fix or drop that row.")
+            raise error(f"{where}, line {line_no}: value {value} is not a finite 32-bit float "
+                        f"(|value| <= {_FLOAT32_MAX:.3g}). {fixes['finite']}")
         values.append(value)
-    return torch.tensor(values, dtype=torch.float32)
+    return torch.tensor(values, dtype=torch.float32), header[index]
 
 
 def windows(series: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,7 +118,7 @@ class SeriesDataModule(L.LightningDataModule):
             raise ValueError(f"val_fraction and test_fraction must be in (0, 1) and leave at least 10% for "
                              f"training, got {val_fraction} and {test_fraction}")
         self.save_hyperparameters()
-        self.series = read_series(path or BUNDLED, column)
+        self.series, self.column = read_series_column(path or BUNDLED, column)
         n = len(self.series)
         self.n_test = int(round(n * test_fraction))
         self.n_val = int(round(n * val_fraction))
@@ -131,3 +157,13 @@ class SeriesDataModule(L.LightningDataModule):
 
     def predict_dataloader(self):
         return self.test_dataloader()
+
+    def predictor(self):
+        """What ``dlbench predict`` needs to forecast from a user's CSV (see :mod:`dlbench.data.predict`): the name
+        of the column this run reads, the window, and the training part's mean and standard deviation. These are
+        the very ``target_mean`` and ``target_std`` linked into the model's hyperparameters: the predictor
+        standardises a file's last window with them, the model's ``predict_step`` returns to the series' units with
+        its copy."""
+        from dlbench_plugins.lstm.predict import SeriesPredictor
+
+        return SeriesPredictor(self.column, self.window, self.target_mean, self.target_std)

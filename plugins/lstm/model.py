@@ -102,7 +102,23 @@ class LSTMForecaster(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx):
-        return self.denormalize(self(batch[0]))
+        """``{"forecast": (B, horizon)}`` in the series' own units: the ``horizon`` values (``--horizon``, read from
+        ``self.predict_options``; default 1) after each standardised window ``batch[0]`` of shape
+        ``(B, window, 1)``, forecast one step at a time, each forecast fed back as the newest value of the window
+        for the next step. Undone with ``target_mean`` and ``target_std``, the statistics the data's predictor
+        standardised with (see :mod:`dlbench_plugins.lstm.predict`)."""
+        horizon = (getattr(self, "predict_options", None) or {}).get("horizon")
+        horizon = 1 if horizon is None else int(horizon)
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        x = batch[0]
+        steps = []
+        for _ in range(horizon):
+            step = self(x)  # (B, n_features), standardised
+            steps.append(step)
+            x = torch.cat([x[:, 1:], step.unsqueeze(1).to(x.dtype)], dim=1)
+        forecast = self.denormalize(torch.stack(steps, dim=1).float())  # (B, horizon, n_features)
+        return {"forecast": forecast.squeeze(-1) if forecast.shape[-1] == 1 else forecast}
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

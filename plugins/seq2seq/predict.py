@@ -18,6 +18,7 @@ Rows: ``input``, ``source`` (the sentence as read) and ``translation``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ from dlbench_plugins.transformer.predict import (
     line_examples,
     text_lines,
     warn_cut,
+    write_token_lines,
 )
 
 from dlbench.data.predict import Example, Predictor, Sink, Source
@@ -79,6 +81,9 @@ class TranslationPredictor(Predictor):
         tokens = [self.tokens(line.text) for line in lines]
         warn_cut(source.name, lines, tokens, self.max_len - 1, "translates")
         return line_examples(lines, encode_batch(self.source_vocab, tokens, self.max_len, eos=True))
+
+    def write_inputs(self, batch, folder: Path) -> list[Path]:
+        return write_token_lines(self.source_vocab, batch[0], "word", folder)
 
     def rows(self, outputs: dict[str, Any], examples: Sequence[Example], options: dict[str, Any],
              sink: Sink) -> list[dict[str, Any]]:

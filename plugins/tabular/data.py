@@ -6,7 +6,8 @@ single raw feature (with its sign) whose AUROC on the *training* split is highes
 the network must beat, an honest one: a network that only rediscovers the best column has learnt nothing more.
 
 Everything learnt from data (standardisation, ``pos_weight`` = negatives / positives, the baseline feature) comes
-from the training split only.
+from the training split only. A trained run classifies a user's own rows with ``dlbench predict`` (see
+:mod:`dlbench_plugins.tabular.predict`).
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ class TabularDataModule(L.LightningDataModule):
 
     num_features: int
     pos_weight: float
+    class_names: tuple[str, str] = ("0", "1")
+    """Names of label 0 and label 1, for the rows of ``dlbench predict``: the label column's values by default."""
 
     def use_table(self, x: torch.Tensor, y: torch.Tensor, names: list[str]) -> None:
         hp = self.hparams
@@ -189,10 +192,21 @@ class TabularDataModule(L.LightningDataModule):
     def predict_dataloader(self):
         return self._eval_loader("test")
 
+    def predictor(self):
+        """What ``dlbench predict`` needs to classify a user's own rows (see :mod:`dlbench.data.predict`): the
+        feature column names in the model's order, the training split's mean and standard deviation of each, and
+        the class names."""
+        from dlbench_plugins.tabular.predict import TabularPredictor
+
+        return TabularPredictor(self.feature_names, self.mean.tolist(), self.std.tolist(), self.class_names)
+
 
 class BreastCancerDataModule(TabularDataModule):
     """scikit-learn's bundled Wisconsin diagnostic breast cancer table: 569 tumours, 30 numeric features from
-    images of cell nuclei, 212 malignant (label 1, the class to detect) and 357 benign (label 0)."""
+    images of cell nuclei, 212 malignant (label 1, the class to detect) and 357 benign (label 0). The feature
+    columns are named as scikit-learn names them (``mean radius``, ``mean texture``, ...)."""
+
+    class_names = ("benign", "malignant")
 
     def __init__(self, batch_size: int = 64, val_fraction: float = 0.2, test_fraction: float = 0.2,
                  seed: int = 0) -> None:

@@ -135,9 +135,12 @@ class TabularMLP(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx):
-        """Per row: the probability of the positive class and the 0/1 decision at ``threshold``."""
-        prob = torch.sigmoid(self(batch[0]))
-        return {"probability": prob, "prediction": (prob >= self.hparams.threshold).long()}
+        """``{"probs": (B, 2), "positive": (B,)}``: the probabilities of the negative and the positive class of each
+        row of standardised features ``batch[0]``, and the 0/1 decision at ``threshold`` (1 when the positive
+        class's probability reaches it), which the data's predictor turns into class names (see
+        :mod:`dlbench_plugins.tabular.predict`)."""
+        prob = torch.sigmoid(self(batch[0]).float())
+        return {"probs": torch.stack([1 - prob, prob], dim=1), "positive": (prob >= self.hparams.threshold).long()}
 
     def on_validation_epoch_end(self) -> None:
         if not self._curves_due() or self.val_roc.update_count == 0:  # e.g. a second validation in the epoch

@@ -21,6 +21,7 @@ Rows: ``input``, ``text`` (the line as read), then ``prediction``, ``probability
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -86,6 +87,23 @@ def error_row(example: Example) -> dict[str, Any] | None:
     return None if error is None else {"input": example.key, "error": error}
 
 
+def write_token_lines(vocab: Vocabulary, ids: torch.Tensor, level: str, folder: Path) -> list[Path]:
+    """Each row of token indices (a test batch) written back as the text file of one line that encodes to the same
+    indices: tokens joined by spaces (words) or run together (characters), an ``<unk>`` as a word the vocabulary does
+    not have, so it comes back as ``<unk>``; for :meth:`Predictor.write_inputs`."""
+    from dlbench.data.text import UNK, tokenize
+
+    unknown = next(c for c in ("qzxunknownqzx", "\u2603", "\u2604", "\u2622", "\u2623")
+                   if all(t not in vocab for t in tokenize(c, level)) and len(tokenize(c, level)) == 1)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, row in enumerate(ids.tolist()):
+        tokens = [unknown if t == UNK else t for t in vocab.decode(row)]
+        paths.append(folder / f"{i:04d}.txt")
+        paths[-1].write_text((" " if level == "word" else "").join(tokens) + "\n")
+    return paths
+
+
 def check_specials(specials: Sequence[str]) -> None:
     if tuple(specials) != SPECIALS:
         raise ValueError(f"the run's special tokens {list(specials)} are not this version's {list(SPECIALS)}")
@@ -131,6 +149,9 @@ class TextPredictor(Predictor):
         tokens = [self.tokens(line.text) for line in lines]
         warn_cut(source.name, lines, tokens, self.max_len, "reads")
         return line_examples(lines, encode_batch(self.vocab, tokens, self.max_len))
+
+    def write_inputs(self, batch, folder: Path) -> list[Path]:
+        return write_token_lines(self.vocab, batch[0], self.tokenizer["level"], folder)
 
     def rows(self, outputs: dict[str, Any], examples: Sequence[Example], options: dict[str, Any],
              sink: Sink) -> list[dict[str, Any]]:

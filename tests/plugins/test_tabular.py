@@ -108,8 +108,9 @@ def test_model_predictions_follow_the_threshold():
     model = TabularMLP(num_features=4, pos_weight=3.0, hidden=8, threshold=0.9).eval()
     x = torch.randn(16, 4)
     out = model.predict_step((x, torch.zeros(16), torch.zeros(16)), 0)
-    assert out["probability"].shape == (16,)
-    assert torch.equal(out["prediction"], (out["probability"] >= 0.9).long())
+    assert out["probs"].shape == (16, 2)
+    assert torch.allclose(out["probs"].sum(dim=1), torch.ones(16))
+    assert torch.equal(out["positive"], (out["probs"][:, 1] >= 0.9).long())
     assert model.state_dict()["pos_weight"] == 3.0
     assert [m.out_features for m in model.net if isinstance(m, torch.nn.Linear)] == [8, 4, 1]
 

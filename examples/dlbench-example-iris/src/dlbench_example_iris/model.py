@@ -58,7 +58,8 @@ class IrisMLP(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx):
-        return self(batch[0]).softmax(-1)
+        """``{"probs": (N, num_classes)}``: class probabilities, which the data's predictor turns into class names."""
+        return {"probs": self(batch[0]).softmax(-1)}
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
