@@ -86,6 +86,7 @@ class Sink:
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
         self.written: list[Path] = []
+        self._names: set[Path] = set()
 
     def image(self, name: str, array) -> str:
         """Write an ``(H, W)`` or ``(H, W, C)`` uint8 array as ``<folder>/<name>.png``; returns the path written
@@ -97,6 +98,11 @@ class Sink:
         self.folder.mkdir(parents=True, exist_ok=True)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         path = self.folder / f"{safe}.png"
+        n = 1
+        while path in self._names or (n == 1 and path.exists() and path in self.written):
+            n += 1
+            path = self.folder / f"{safe}_{n}.png"  # a.png and other/a.png (or a.jpg) each keep their picture
+        self._names.add(path)
         Image.fromarray(array).save(path)
         self.written.append(path)
         return str(path)

@@ -217,8 +217,9 @@ def predict(run: str | Path, inputs: Sequence[str], options: dict[str, Any] | No
     model = source.load_model(weights_only)
     mode = predicts_from(model, predictor)
     if mode == "samples" and inputs:
-        raise DlbenchError(f"{source.plugin_name} takes no --input: it predicts on {predictor.describe()}. Drop "
-                           f"--input.")
+        what = f"it predicts on {predictor.describe()}" if predictor.inputs == "none" \
+            else "it draws samples: give --num_samples N [--seed S] instead"
+        raise DlbenchError(f"{source.plugin_name} takes no --input: {what}. Drop --input.")
     if mode == "inputs" and not inputs:
         raise DlbenchError(f"predict on what? {source.plugin_name} takes {predictor.describe()}: add --input PATH "
                            f"[PATH ...].")

@@ -10,6 +10,9 @@ shape, but without the ReLU that model is linear and can at best tie with the PC
 The baseline is PCA with as many components as the code has numbers, fitted on the training split when training
 starts: the best any *linear* encoder and decoder of that size can do. Test MSE below ``test/mse_pca`` means the
 non-linear layers earned their keep. Both errors are per pixel, in the normalised space the model sees.
+
+``dlbench predict --run RUN --input IMAGES`` writes each image's reconstruction as a PNG file of the run's image size
+and its error in the same unit (``mse``: per pixel, normalised space) as a column.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MeanSquaredError
 
-from dlbench import LossMean
+from dlbench import DlbenchError, LossMean
 
 EMBEDDED_POINTS = 300  # test images sent to TensorBoard's projector: enough to see clusters, cheap to write
 
@@ -63,6 +66,9 @@ def to_unit(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 class Autoencoder(L.LightningModule):
+    predicts_from = "inputs"
+    """``dlbench predict`` reconstructs the user's images (``--input``); it draws no samples."""
+
     def __init__(self, in_channels: int = 1, image_size: int = 28, hidden_sizes: tuple[int, ...] = (128,),
                  latent_dim: int = 8, lr: float = 2e-3, weight_decay: float = 0.0) -> None:
         """
@@ -181,8 +187,15 @@ class Autoencoder(L.LightningModule):
             self._embedded.append((x[:EMBEDDED_POINTS], self.encode(x[:EMBEDDED_POINTS]), y[:EMBEDDED_POINTS]))
 
     def predict_step(self, batch, batch_idx):
-        """Reconstructions ``(N, C, H, W)`` of the batch's images, in the normalised space of the data."""
-        return self(batch[0])
+        """Each image's reconstruction and its error: ``images`` ``(N, C, H, W)`` in the normalised space of the data
+        (``dlbench predict`` writes them as PNG files) and ``mse`` ``(N,)``, the mean squared error per pixel in that
+        same normalised space (the unit of ``val/mse`` and ``test/mse``)."""
+        x = batch[0]
+        if not x.is_floating_point():
+            raise DlbenchError("the autoencoder reconstructs images and draws no samples: give --input IMAGE "
+                               "[IMAGE ...] and drop --num_samples.")
+        recon = self(x)
+        return {"images": recon, "mse": (recon - x).square().flatten(1).mean(1)}
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

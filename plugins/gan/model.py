@@ -28,6 +28,10 @@ the test score, computed with the same features and the same number of images: `
 disjoint halves of the real test images (what a perfect generator would score), and ``test/fid_noise``, between
 Gaussian noise with the data's per-channel mean and standard deviation and the same real half (what no learning
 scores). The test score compares ``len(half)`` generated images with that half too, so all three are alike.
+
+``dlbench predict --run RUN --num_samples N [--seed S]`` draws N images as PNG files, each from noise fixed by the seed
+and its own index (as validation and test fix theirs by seed), so the same seed gives byte-identical images whatever
+the batch size or device. A GAN has no encoder: it takes no ``--input``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from dlbench import FeatureNet, FrechetDistance, LossMean, train_feature_net
+from dlbench import DlbenchError, FeatureNet, FrechetDistance, LossMean, train_feature_net
 
 ARCHS = ("mlp", "dcgan")
 SHOWN = 64  # generated images in each validation-epoch grid, always from the same noise
@@ -89,7 +93,17 @@ def noise(n: int, dim: int, seed: int, device: torch.device) -> torch.Tensor:
     return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)).to(device)
 
 
+def seeded_noise(seeds: torch.Tensor, dim: int, device: torch.device) -> torch.Tensor:
+    """``(len(seeds), dim)`` standard normal noise, row ``i`` fixed by ``seeds[i]`` alone: a sample does not depend on
+    the batch it is drawn in, nor on the global random state."""
+    rows = [torch.randn(dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds.tolist()]
+    return torch.stack(rows).to(device) if rows else torch.zeros(0, dim, device=device)
+
+
 class GAN(L.LightningModule):
+    predicts_from = "samples"
+    """``dlbench predict`` draws ``--num_samples`` images; a GAN has no encoder, so it takes no ``--input``."""
+
     def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, arch: str = "mlp",
                  latent_dim: int = 100, generator_sizes: tuple[int, ...] = (128, 256),
                  discriminator_sizes: tuple[int, ...] = (256, 128), channels: int = 64, batch_norm: bool = True,
@@ -258,9 +272,24 @@ class GAN(L.LightningModule):
         self.log("test/fid_noise", self.test_fid_noise, on_step=False, on_epoch=True)
         self.log("test/feature_acc", self.test_feature_acc, on_step=False, on_epoch=True)
 
+    def sample(self, seeds: torch.Tensor) -> torch.Tensor:
+        """Generated images ``(N, C, H, W)`` in the normalised space of the data, one a seed ``(N,)``: the same seed
+        always gives the same image."""
+        return self(seeded_noise(seeds, self.hparams.latent_dim, self.device))
+
     def predict_step(self, batch, batch_idx):
-        """As many generated images as the batch has, from noise fixed by the batch index (repeatable)."""
-        return self._samples(len(batch[0]), seed=batch_idx)
+        """``images`` generated from a batch of integer seeds ``(seeds,)`` (``(N,)`` int64, as
+        :meth:`ImagePredictor.generate` makes them for ``dlbench predict --num_samples``), each from its own seed's
+        noise (repeatable). A labelled batch ``(x, y)`` of the data module (Lightning's ``trainer.predict(model,
+        datamodule=dm)``, :func:`dlbench.testing.check_round_trip`) gets as many images, from noise fixed by the batch
+        index. Images alone, ``(x,)`` as ``dlbench predict --input`` reads them, are an error: a GAN has no encoder."""
+        first = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if not first.is_floating_point() and first.dim() == 1:
+            return {"images": self.sample(first)}
+        if isinstance(batch, (tuple, list)) and len(batch) == 2 and first.is_floating_point():
+            return {"images": self._samples(len(first), seed=batch_idx)}
+        raise DlbenchError("gan draws samples: drop --input and give --num_samples N (and --seed S for other "
+                           "samples).")
 
     # -- pictures for TensorBoard ------------------------------------------------------------------------------
 

@@ -19,6 +19,11 @@ Baseline, ``{val,test}/recon_mean``: the negative ELBO of the best model whose c
 posterior equals the prior, the KL term is zero and the decoder can only output one image for every input; under
 either likelihood the best such image is the training set's mean image. Its reconstruction term on the same images
 is therefore what ``{val,test}/loss`` must get under to show the code is worth its KL cost.
+
+``dlbench predict`` either reconstructs the user's images (``--input IMAGES``: each reconstruction, decoded from the
+posterior mean, as a PNG file and its per-pixel squared error in the normalised space, ``mse``, as a column) or draws
+``--num_samples N`` images from the prior through the decoder, each from noise fixed by ``--seed`` and its own
+index, so the same seed gives the same images whatever the batch size or device.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MeanSquaredError
 
-from dlbench import LossMean
+from dlbench import DlbenchError, LossMean
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 SHOWN = 64  # prior samples in each validation-epoch grid, always from the same noise
@@ -56,7 +61,17 @@ def noise(n: int, dim: int, seed: int, device: torch.device) -> torch.Tensor:
     return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)).to(device)
 
 
+def seeded_noise(seeds: torch.Tensor, dim: int, device: torch.device) -> torch.Tensor:
+    """``(len(seeds), dim)`` standard normal noise, row ``i`` fixed by ``seeds[i]`` alone: a sample does not depend on
+    the batch it is drawn in, nor on the global random state."""
+    rows = [torch.randn(dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds.tolist()]
+    return torch.stack(rows).to(device) if rows else torch.zeros(0, dim, device=device)
+
+
 class VAE(L.LightningModule):
+    predicts_from = "either"
+    """``dlbench predict`` reconstructs the user's images (``--input``) or, without them, draws ``--num_samples``."""
+
     def __init__(self, in_channels: int = 1, image_size: int = 28, hidden_sizes: tuple[int, ...] = (256,),
                  latent_dim: int = 8, likelihood: str = "gaussian", beta: float = 1.0, lr: float = 2e-3,
                  weight_decay: float = 0.0) -> None:
@@ -214,10 +229,26 @@ class VAE(L.LightningModule):
             x, y = batch[0][:EMBEDDED_POINTS], batch[1][:EMBEDDED_POINTS]
             self._embedded.append((x, self.encode(x)[0], y))
 
+    def sample(self, seeds: torch.Tensor) -> torch.Tensor:
+        """Images drawn from the prior through the decoder (their expected images), one a seed ``(N,)``, in the
+        normalised space of the data."""
+        return self.to_image(self.decode(seeded_noise(seeds, self.hparams.latent_dim, self.device)))
+
     def predict_step(self, batch, batch_idx):
-        """Reconstructions from the posterior means and the means themselves (the codes): no sampling."""
-        mu, _ = self.encode(batch[0])
-        return {"reconstruction": self.to_image(self.decode(mu)), "code": mu}
+        """A batch of images ``(x,)`` (or ``(x, y)``): ``images``, their reconstructions decoded from the posterior
+        means (no sampling), and ``mse`` ``(N,)``, their mean squared error per pixel in the normalised space. A
+        batch of integer seeds ``(seeds,)`` (``(N,)`` int64, as :meth:`ImagePredictor.generate` makes them for
+        ``dlbench predict --num_samples``): ``images`` drawn from the prior, each from its own seed's noise. Images
+        are in the normalised space of the data, ``(N, C, H, W)``."""
+        x = batch[0]
+        if not x.is_floating_point():
+            if x.dim() != 1:
+                raise DlbenchError(f"VAE.predict_step takes images (N, C, H, W) or seeds (N,); got integers of shape "
+                                   f"{tuple(x.shape)}")
+            return {"images": self.sample(x)}
+        mu, _ = self.encode(x)
+        recon = self.to_image(self.decode(mu))
+        return {"images": recon, "mse": (recon - x).square().flatten(1).mean(1)}
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -13,6 +13,7 @@ from dlbench_plugins.gan.model import GAN
 from dlbench_plugins.images.data import DigitsDataModule
 from scipy import linalg
 
+from dlbench import DlbenchError
 from dlbench.testing import QUIET, build
 from dlbench.train import fid
 from dlbench.train.fid import FeatureNet, FrechetDistance, train_feature_net
@@ -77,11 +78,25 @@ def test_shapes_and_range(arch, size):
 
 def test_predictions_are_repeatable():
     model = GAN(in_channels=1, image_size=8, latent_dim=8, generator_sizes=(16,), discriminator_sizes=(16,)).eval()
-    batch = (torch.zeros(5, 1, 8, 8), torch.zeros(5, dtype=torch.long))
-    first = model.predict_step(batch, 3)
+    seeds = torch.arange(5) + 3
+    first = model.predict_step((seeds,), 0)["images"]
+    assert first.shape == (5, 1, 8, 8)
     torch.rand(10)  # whatever happens to the global random state in between
-    torch.testing.assert_close(model.predict_step(batch, 3), first)
-    assert not torch.equal(model.predict_step(batch, 4), first)
+    torch.testing.assert_close(model.predict_step((seeds,), 7)["images"], first)  # not tied to the batch index
+    torch.testing.assert_close(model.predict_step((seeds[2:],), 0)["images"], first[2:])  # nor to the batch
+    assert not torch.equal(model.predict_step((seeds + 1,), 0)["images"][:4], first[:4])
+    torch.testing.assert_close(model.predict_step((seeds + 1,), 0)["images"][:4], first[1:])
+
+
+def test_predict_refuses_images_but_draws_for_labelled_batches():
+    model = GAN(in_channels=1, image_size=8, latent_dim=8, generator_sizes=(16,), discriminator_sizes=(16,)).eval()
+    with pytest.raises(DlbenchError, match="drop --input"):  # what `dlbench predict --input` reads: images alone
+        model.predict_step((torch.zeros(2, 1, 8, 8),), 0)
+    batch = (torch.zeros(5, 1, 8, 8), torch.zeros(5, dtype=torch.long))  # the data module's, as trainer.predict gives
+    first = model.predict_step(batch, 3)["images"]
+    assert first.shape == (5, 1, 8, 8)
+    torch.testing.assert_close(model.predict_step(batch, 3)["images"], first)
+    assert not torch.equal(model.predict_step(batch, 4)["images"], first)
 
 
 @pytest.mark.parametrize(("kwargs", "name"), [
@@ -108,4 +123,4 @@ def test_dcgan_runs_on_mnist(tmp_path, monkeypatch):
                                "--trainer.fast_dev_run", "1", *QUIET, log_dir=tmp_path)
     assert (model.hparams.in_channels, model.hparams.image_size) == (1, 28)
     trainer.fit(model, datamodule=dm)
-    assert model.predict_step(next(iter(dm.test_dataloader())), 0).shape[1:] == (1, 28, 28)
+    assert model.predict_step((torch.arange(3),), 0)["images"].shape == (3, 1, 28, 28)
