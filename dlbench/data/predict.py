@@ -99,7 +99,7 @@ class Sink:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         path = self.folder / f"{safe}.png"
         n = 1
-        while path in self._names or (n == 1 and path.exists() and path in self.written):
+        while path in self._names:
             n += 1
             path = self.folder / f"{safe}_{n}.png"  # a.png and other/a.png (or a.jpg) each keep their picture
         self._names.add(path)

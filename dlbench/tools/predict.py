@@ -212,7 +212,7 @@ def predict(run: str | Path, inputs: Sequence[str], options: dict[str, Any] | No
     """Predict with the run (a run directory or a checkpoint file) on ``inputs``; see the module docstring."""
 
     options = dict(options or {})
-    source = TrainedRun.open(_checkpoint_of(run, ckpt_path), weights_only)
+    source = TrainedRun.open(checkpoint_of(run, ckpt_path), weights_only)
     predictor = load_predictor(source, data)
     model = source.load_model(weights_only)
     mode = predicts_from(model, predictor)
@@ -298,7 +298,9 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
-def _checkpoint_of(run: str | Path, ckpt_path: str | None) -> Path:
+def checkpoint_of(run: str | Path, ckpt_path: str | None) -> Path:
+    """What to open for ``--run RUN [--ckpt_path best|last|FILE]``: the run directory itself (its best checkpoint),
+    the run's last checkpoint, or the file given."""
     from dlbench.runs.directory import RunDir
 
     if ckpt_path in (None, "best") and Path(run).is_dir():

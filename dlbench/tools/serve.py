@@ -35,9 +35,9 @@ def make_server(run: str, ckpt_path: str | None = None, options: dict[str, Any] 
     import litserve as ls
 
     from dlbench.runs.trained import TrainedRun
-    from dlbench.tools.predict import _checkpoint_of, load_predictor
+    from dlbench.tools.predict import checkpoint_of, load_predictor
 
-    load_predictor(TrainedRun.open(_checkpoint_of(run, ckpt_path)))  # fail here, in one line, not in a worker
+    load_predictor(TrainedRun.open(checkpoint_of(run, ckpt_path)))  # fail here, in one line, not in a worker
     api = _api_class()(run, ckpt_path, options or {}, max_batch_size, batch_timeout)
     return ls.LitServer(api, accelerator=accelerator, devices=1, workers_per_device=workers, timeout=60)
 

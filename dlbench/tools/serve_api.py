@@ -29,9 +29,9 @@ class RunAPI(ls.LitAPI):
 
     def setup(self, device) -> None:
         from dlbench.runs.trained import TrainedRun
-        from dlbench.tools.predict import _checkpoint_of, load_predictor, predicts_from
+        from dlbench.tools.predict import checkpoint_of, load_predictor, predicts_from
 
-        source = TrainedRun.open(_checkpoint_of(self.run, self.ckpt_path))
+        source = TrainedRun.open(checkpoint_of(self.run, self.ckpt_path))
         self.predictor = load_predictor(source)
         self.model = source.load_model().to(device)
         self.model.predict_options = self.options
