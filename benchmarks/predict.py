@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=640)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--skip-serve", action="store_true")
+    parser.add_argument("--skip-predict", action="store_true")
     args = parser.parse_args(argv)
     if not (args.root / "t10k-images-idx3-ubyte.gz").is_file():
         parser.error(f"no MNIST under {args.root}: give --root or set DLBENCH_TEST_DATA")
@@ -163,10 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         home = Path(tmp)
         run = train(args.root.resolve(), home, args.model)
         files = write_pngs(args.root, home / "pngs", args.files)
-        p = bench_predict(run, files, args.batch_size, args.repeats)
-        print(f"predict {len(files)} PNG files: decode {p['decode']:.2f} s + plain no_grad loop {p['loop']:.2f} s "
-              f"= {p['decode'] + p['loop']:.2f} s; dlbench predict {p['predict']:.2f} s -> {p['ratio']:.2f}x "
-              f"(goal <= {GOAL_PREDICT}x: {'met' if p['ratio'] <= GOAL_PREDICT else 'MISSED'})")
+        p = None if args.skip_predict else bench_predict(run, files, args.batch_size, args.repeats)
+        if p is not None:
+            print(f"predict {len(files)} PNG files: decode {p['decode']:.2f} s + plain no_grad loop {p['loop']:.2f} s "
+                  f"= {p['decode'] + p['loop']:.2f} s; dlbench predict {p['predict']:.2f} s -> {p['ratio']:.2f}x "
+                  f"(goal <= {GOAL_PREDICT}x: {'met' if p['ratio'] <= GOAL_PREDICT else 'MISSED'})")
         if not args.skip_serve:
             one = bench_serve(run, files[0], 1, args.clients, args.requests)
             batched = bench_serve(run, files[0], 32, args.clients, args.requests)
