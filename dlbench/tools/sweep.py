@@ -484,6 +484,10 @@ def _bad_storage(url: str, err: BaseException) -> DlbenchError:
         fix = ("The URL is wrong or the server is down: give a reachable SQLAlchemy URL with --storage, e.g. "
                "sqlite:///sweep.db or postgresql+psycopg://USER:PASSWORD@HOST:5432/DB (the database must exist).")
     reason = first_line(err).rstrip(". ")
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        folder = Path(url[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            reason, fix = f"its folder {folder} does not exist", "Create the folder first, or give another path."
     return DlbenchError(f"cannot open the study database {shown_url(url)}: {reason}. {fix}")
 
 
@@ -493,6 +497,7 @@ def open_study(sweep: Sweep):
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
+    made = [p for p in (sweep.directory, *sweep.directory.parents) if not p.exists()]
     sweep.directory.mkdir(parents=True, exist_ok=True)
     _quiet_optuna()
     try:
@@ -500,6 +505,9 @@ def open_study(sweep: Sweep):
         study = optuna.create_study(study_name=sweep.name, storage=storage, direction=sweep.direction,
                                     load_if_exists=True, pruner=_make_pruner(sweep))
     except (SQLAlchemyError, ValueError, ImportError) as err:
+        for folder in made:  # a study that could not be opened leaves no empty sweep folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise _bad_storage(sweep.storage, err) from None
     stored = study.user_attrs.get("definition")
     wanted = json.loads(json.dumps(sweep.definition(), default=str))

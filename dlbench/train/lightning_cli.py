@@ -6,6 +6,7 @@ import contextlib
 import logging
 import pickle
 import re
+import shlex
 import sys
 import tempfile
 import warnings
@@ -60,6 +61,8 @@ class _NoAdverts(logging.Filter):
 # Lightning's rank-zero messages all go through one logger object; drop its advertisement for a cloud service.
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
     logging.getLogger(_name).addFilter(_NoAdverts())
+# "Seed set to 42" would come before a mistake's one-line message; the seed is logged with the run's hyperparameters.
+logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
 
 
 class RunConfig(SaveConfigCallback):
@@ -294,7 +297,7 @@ class DlbenchCLI(LightningCLI):
         stop = next((c for c in self.trainer.callbacks if isinstance(c, GracefulStop)), None)
         log_dir = self.trainer.logger.log_dir if self.trainer.logger is not None else None
         saved = f"; checkpoint saved to {stop.checkpoint_path}" if stop and stop.checkpoint_path else ""
-        resume = f" Resume with: dlbench fit --resume {log_dir}" if log_dir and saved else ""
+        resume = f" Resume with: dlbench fit --resume {shlex.quote(str(log_dir))}" if log_dir and saved else ""
         return (f"training interrupted at epoch {self.trainer.current_epoch}, step {self.trainer.global_step}"
                 f"{saved}.{resume}")
 
@@ -418,7 +421,7 @@ def _print_summary(trainer: L.Trainer) -> None:
         lines.append(f"  {'best checkpoint':<28} {ckpt.best_model_path}")
     if trainer.logger is not None and trainer.logger.log_dir:
         lines.append(f"  {'run directory':<28} {trainer.logger.log_dir}")
-        lines.append(f"  see it in TensorBoard:       tensorboard --logdir {trainer.logger.save_dir}")
+        lines.append(f"  see it in TensorBoard:       tensorboard --logdir {shlex.quote(str(trainer.logger.save_dir))}")
     print("\nResults\n" + "\n".join(lines), file=sys.stderr)
 
 
