@@ -1,6 +1,6 @@
 """The ``dlbench`` command.
 
-``fit``, ``validate``, ``test`` and ``predict`` go to LightningCLI (see :mod:`dlbench.train.target`); the other
+``fit``, ``validate`` and ``test`` go to LightningCLI (see :mod:`dlbench.train.target`); the other
 subcommands are plain argparse commands. ``dlbench --help`` and ``dlbench list`` import no torch.
 """
 
@@ -171,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def train(subcommand: str, args: list[str]) -> int:
-    """``fit``, ``validate``, ``test``, ``predict``: LightningCLI on the plugin the command line names."""
+    """``fit``, ``validate``, ``test``: LightningCLI on the plugin the command line names."""
     target = parse_target(subcommand, args)
     if target.done:
         print(target.done)

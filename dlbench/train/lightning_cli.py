@@ -1,4 +1,4 @@
-"""The LightningCLI subclass behind ``dlbench fit|validate|test|predict``."""
+"""The LightningCLI subclass behind ``dlbench fit|validate|test``."""
 
 from __future__ import annotations
 

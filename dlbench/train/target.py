@@ -1,4 +1,4 @@
-"""``dlbench fit|validate|test|predict``: a plugin's classes handed to LightningCLI with dlbench's defaults.
+"""``dlbench fit|validate|test``: a plugin's classes handed to LightningCLI with dlbench's defaults.
 
 The plugin and dataset names on the command line are translated into class paths, so the rest is plain
 LightningCLI: ``--config``, ``--print_config``, dotted overrides validated against typed signatures, and a saved
