@@ -98,7 +98,8 @@ def test_output_into_an_existing_folder_is_named_as_cp_would(run_dir, tmp_path, 
     assert cli_main(["export", str(run_dir), "-o", str(folder)]) == 0
     out = capsys.readouterr().out
     written = folder / "lstm-version_0.onnx"
-    assert [p.name for p in folder.iterdir()] == [written.name]  # no temporary folder left beside it
+    # No temporary folder left beside it; the run's preprocessing is described beside the model.
+    assert sorted(p.name for p in folder.iterdir()) == [written.name, "lstm-version_0.preprocessing.json"]
     # The size printed is the file's, not the folder's 4 KiB.
     assert f"exported {written} ({written.stat().st_size / 1024:.0f} KiB, onnx) from {run_dir}" in out
 

@@ -247,7 +247,9 @@ def export(path: str | Path, fmt: str, output: str | Path | None = None, weights
         model = source.load_model(weights_only)
         inputs = forward_inputs(model, source.real_batch())
         predictor = _predictor(source)
-        folded = predictor.export_module(model) if predictor is not None else None
+        # ONNX files get the preprocessing folded in; TorchScript (deprecated, traced through Lightning's own
+        # to_torchscript) is written as the model is, with the preprocessing file beside it.
+        folded = predictor.export_module(model) if predictor is not None and fmt == "onnx" else None
         if folded is not None:
             model, inputs = folded.eval(), predictor.raw_inputs(inputs)
         result = export_model(model, inputs, fmt, target)
