@@ -7,7 +7,13 @@ Each case runs the real ``dlbench`` in a scratch folder holding a copy of a fini
 lightning_logs/lstm/version_0 (the user's earlier run) plus what the case needs. Runs that several cases need are
 trained once a session (shared by the xdist workers): the finished lstm run, a tiny mlp run, and the cases whose
 own output later cases read (8: a max_time run; 30: a run stopped by Ctrl-C; 31: its resume; 55: a run under a
-non-ASCII log directory), which run once and are asserted from their record."""
+non-ASCII log directory), which run once and are asserted from their record.
+
+A case runs ``dlbench.cli.main`` in the test process (``runs_fixtures.run_in_process``: the working folder,
+environment, output and warnings a ``dlbench`` process would have, an exception escaping ``main`` counted as the
+traceback a user would see, and anything it leaves behind in the process a failure), which spares it the seconds of
+importing torch and Lightning. A case whose ``process`` says why runs ``python -m dlbench`` as a real process instead,
+as do the trainings of the shared lstm and mlp runs."""
 
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from runs_fixtures import (
     hook_env,
     run_dirs,
     run_dlbench,
+    run_in_process,
     shared_root,
     signal_callback,
     snapshot,
@@ -94,7 +101,8 @@ class Case:
     protect: tuple[str, ...] = ()  # files or folders besides runs that must stay byte-identical
     changes: tuple[str, ...] = ()  # runs the case is meant to change (a resume)
     one_line: bool = False  # the whole output is the one-line message
-    timeout: float = 300
+    process: str = ""  # why the case runs as a real `python -m dlbench` process (empty: in the test process)
+    timeout: float = 300  # a real process is killed (with all it started) after this; in-process: pytest-timeout
 
 
 # Setups -------------------------------------------------------------------------------------------------------------
@@ -333,7 +341,7 @@ CASES: dict[int, Case] = {
     30: Case(lambda s: ("fit", "--model", "lstm", "--trainer.max_epochs", "4", "--trainer.callbacks",
                         signal_callback(10, signal.SIGINT, s.root / "bad-case-30.signal-sent")), 130,
              ("Resume with: dlbench fit --resume lightning_logs/lstm/version_1",), env=lambda s: hook_env(s.hook),
-             check=interrupted),
+             check=interrupted, process="Ctrl-C is a SIGINT sent to the process itself"),
     31: Case(("fit", "--resume", "lightning_logs/lstm/version_1"), 0, ("lightning_logs/lstm/version_1",),
              env=lambda s: hook_env(s.hook), setup=copy_as(interrupted_run, "lightning_logs/lstm/version_1"),
              changes=("lightning_logs/lstm/version_1",), check=resumed),
@@ -352,13 +360,13 @@ CASES: dict[int, Case] = {
     42: Case((*SWEEP, "--param", "model.lr=float:1e-2:1e-4:log"), 2,
              ("the low bound 0.01 is above the high bound 0.0001",), check=nothing_started),
     43: Case((*SWEEP, "--param", "model.hiden_size=int:8:64", *TRIAL), 2, ("Did you mean model.hidden_size",),
-             check=nothing_started, timeout=180),
+             check=nothing_started),
     44: Case((*SWEEP, "--param", "model.hidden_size=int:8:64", "--storage", "postgress://u:p@localhost/x", *TRIAL), 2,
-             ("cannot open the study database",), check=nothing_started, timeout=180),
+             ("cannot open the study database",), check=nothing_started),
     45: Case((*SWEEP, "--param", "model.hidden_size=int:8:64", "--storage", "sqlite:////no/such/dir/s.db", *TRIAL), 2,
-             ("/no/such/dir",), check=nothing_started, timeout=180),
+             ("/no/such/dir",), check=nothing_started),
     46: Case((*SWEEP, "--param", "model.hidden_size=int:8:64", "--trials", "0", *TRIAL), 2,
-             ("--trials must be >= 1, got 0",), check=nothing_started, timeout=180),
+             ("--trials must be >= 1, got 0",), check=nothing_started),
     47: Case(("compress", MLP, "--method", "shrink"), 2, ("invalid choice: 'shrink'",), setup=mlp_run),
     48: Case(("compress", MLP, "--method", "prune", "--amount", "1.5"), 2, ("between 0 and 1", "got 1.5"),
              setup=mlp_run, check=no_new_run),
@@ -394,9 +402,11 @@ CASES: dict[int, Case] = {
     62: Case(("fit", "--config", "lightning_logs/lstm/version_7/config.yaml", "--trainer.max_epochs", "1"), 0,
              ("run directory",), setup=copy_without_status(max_time_run, "version_7"), check=one_new_finished_run),
     63: Case(("bench", "--models", "lstm,lstn", "--seeds", "1", "--max_epochs", "1"), 2,
-             ("unknown plugin 'lstn'", "Did you mean 'lstm'"), check=no_new_run, timeout=240),
+             ("unknown plugin 'lstn'", "Did you mean 'lstm'"), check=no_new_run),
     64: Case(("fit", "--model", "lstm", "--model.lr", "1e12", "--trainer.max_epochs", "2"), 2,
-             ("training loss diverged", "smaller --model.lr"), timeout=240),
+             ("training loss diverged", "smaller --model.lr"), timeout=240,
+             process="the diverged fit leaves dlbench's Ctrl-C handler installed, which must not stay in the test "
+                     "process"),
     65: Case(("export", V0, "-o", "/proc/nope/x.onnx"), 2, ("/proc/nope",), one_line=True),
 }
 assert sorted(CASES) == list(range(1, 66))
@@ -415,10 +425,13 @@ def execute(case: Case, cwd: Path, shared: Shared, finalizers: list) -> dict:
     before = {p: take(cwd / p) for p, take in watched.items()}
     args = case.args(shared) if callable(case.args) else case.args
     env = case.env(shared) if callable(case.env) else case.env
-    result = run_dlbench(*args, cwd=cwd, env=env, timeout=case.timeout)
+    if case.process:
+        result = run_dlbench(*args, cwd=cwd, env=env, timeout=case.timeout)
+    else:
+        result = run_in_process(*args, cwd=cwd, env=env)
     diffs = {p: differences(before[p], take(cwd / p)) for p, take in watched.items()}
     return {"rc": result.returncode, "out": result.stdout[-20000:], "err": result.stderr[-20000:], "runs_before": runs,
-            "diffs": {p: d for p, d in diffs.items() if d}}
+            "diffs": {p: d for p, d in diffs.items() if d}, "left_behind": getattr(result, "left_behind", [])}
 
 
 @pytest.fixture(scope="session")
@@ -455,6 +468,8 @@ def test_bad_input(n, shared, tmp_path):
     problems += [f"the output does not say {phrase!r}" for phrase in case.says if phrase.lower() not in output.lower()]
     if "Traceback" in output:
         problems.append("a traceback was printed")
+    if record["left_behind"]:
+        problems.append(f"run in the test process, the command left behind {record['left_behind']}")
     problems += [f"{path} changed: {diff}" for path, diff in record["diffs"].items()]
     lines = [line for line in output.splitlines() if line.strip()]
     if case.one_line and len(lines) != 1:

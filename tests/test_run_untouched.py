@@ -2,8 +2,11 @@
 interrupted, a resumed and a killed run leave every file of the run (outside the derived folders: evaluations/,
 predictions/, export/, compress/) byte-identical, add no file and remove none, and start no new version_N beside it;
 validate/test put their output in a new RUN/evaluations/<stage>_N folder, predict (on the user's own CSV) in
-RUN/predictions/predict_N, and each says where. ``sweep --show`` leaves its trial run unchanged too. Real processes,
-real Lightning runs: each run is built once a session."""
+RUN/predictions/predict_N, and each says where. ``sweep --show`` leaves its trial run unchanged too. Real Lightning
+runs, each built once a session by real ``dlbench`` processes (Ctrl-C and kill -9 are signals to a process); the
+commands that read them run ``dlbench.cli.main`` in the test process (``runs_fixtures.run_in_process``: the working
+folder, environment, output and warnings a ``dlbench`` process would have, an exception escaping ``main`` counted as
+the traceback a user would see), which spares each the seconds of importing torch and Lightning."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from runs_fixtures import (
     hook_env,
     locked,
     pid_alive,
+    run_in_process,
     shared_root,
     signal_callback,
     snapshot,
@@ -119,12 +123,13 @@ def test_reading_a_run_leaves_it_untouched(runs_root, kind, command):
         if command == "predict" and not (cwd / INPUT).exists():
             (cwd / INPUT).write_text("year,sunspots\n" + "".join(f"{1990 + i},{40 + 9 * (i % 7)}\n" for i in range(15)))
         before, siblings, outputs = snapshot(run), _entries(run.parent), _entries(run / derived)
-        result = dlbench(*args, cwd=cwd, env=hook_env(hook_dir(runs_root)))
+        result = run_in_process(*args, cwd=cwd, env=hook_env(hook_dir(runs_root)))
         after = snapshot(run)
         siblings_after, outputs_after = _entries(run.parent), _entries(run / derived)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
+    assert result.left_behind == [], f"{' '.join(args)} left behind {result.left_behind}"
     assert differences(before, after) == [], f"{' '.join(args)} changed the {kind} run: {differences(before, after)}"
     assert siblings_after == siblings, f"{' '.join(args)} made {sorted(set(siblings_after) - set(siblings))} " \
                                        f"beside the run in lightning_logs/lstm"
@@ -154,9 +159,10 @@ def test_sweep_show_leaves_its_trial_run_untouched(runs_root):
     cwd, _ = build_once(runs_root, "untouched-sweep", build)
     (trial,) = (cwd / "lightning_logs" / "lstm").iterdir()
     before, siblings = snapshot(trial), _entries(trial.parent)
-    result = dlbench("sweep", "--name", "tiny", "--show", cwd=cwd)
+    result = run_in_process("sweep", "--name", "tiny", "--show", cwd=cwd)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+    assert result.left_behind == [], result.left_behind
     assert result.stdout.startswith("sweep tiny: 1 trial"), result.stdout
     assert differences(before, snapshot(trial)) == []
     assert _entries(trial.parent) == siblings
