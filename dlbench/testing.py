@@ -92,7 +92,7 @@ def check_predict(name: str, tmp_path: Path, limit: int = 8) -> list[dict]:
     rows of ``predict_step`` on the test batch itself: the files round-trip to the same predictions, through the
     preprocessing saved with the run. Plugins that predict without inputs (samples, a graph) are checked by their
     own tests; this returns ``[]`` for them."""
-    from dlbench.data.predict import Sink
+    from dlbench.data.predict import Sink, cpu_outputs
     from dlbench.runs.trained import TrainedRun
     from dlbench.tools.predict import load_predictor, predict, predicts_from
 
@@ -121,8 +121,7 @@ def check_predict(name: str, tmp_path: Path, limit: int = 8) -> list[dict]:
     assert not result.errors, f"{name}: predict refused its own test inputs: {result.errors}"
     with torch.no_grad():
         outputs = loaded.predict_step(_head(first_batch(datamodule, "test"), limit), 0)
-    outputs = {k: v.detach().float().cpu() if isinstance(v, torch.Tensor) and v.is_floating_point()
-               else v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in outputs.items()}
+    outputs = cpu_outputs(outputs)
     from dlbench.data.predict import Source
 
     examples = [e for f in files for e in predictor.read(Source(name=str(f), path=Path(f)), {})]

@@ -359,12 +359,3 @@ def copy_run(source: Path, target: Path) -> Path:
     shutil.copytree(source, target, symlinks=True)
     return target
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

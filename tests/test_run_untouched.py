@@ -22,12 +22,13 @@ from runs_fixtures import (
     hook_dir,
     hook_env,
     locked,
-    pid_alive,
     run_in_process,
     shared_root,
     signal_callback,
     snapshot,
 )
+
+from dlbench.runs.directory import pid_alive
 
 RUN = Path("lightning_logs") / "lstm" / "version_0"
 STEPS = 7  # an epoch of the runs below: 207 training windows, 32 a batch

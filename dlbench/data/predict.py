@@ -176,6 +176,20 @@ class Predictor:
         raise NotImplementedError
 
 
+def cpu_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
+    """A ``predict_step``'s named outputs as :meth:`Predictor.rows` takes them: tensors detached on the CPU, floating
+    ones as float32 (a bf16 run's too); other values as they are."""
+    import torch
+
+    def plain(v: Any) -> Any:
+        if not isinstance(v, torch.Tensor):
+            return v
+        v = v.detach().cpu()
+        return v.float() if v.is_floating_point() else v
+
+    return {k: plain(v) for k, v in outputs.items()}
+
+
 PREDICTOR_FILE = "predictor.json"
 """In a run directory: the predictor's class and state, written by the fit (see :mod:`dlbench.train.callbacks`)."""
 

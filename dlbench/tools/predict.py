@@ -160,10 +160,9 @@ def output_folder(source: TrainedRun, plugin: str) -> Path:
 
 
 def _writer_class():
-    import torch
     from lightning.pytorch.callbacks import BasePredictionWriter
 
-    from dlbench.data.predict import Sink
+    from dlbench.data.predict import Sink, cpu_outputs
 
     class RowWriter(BasePredictionWriter):
         """Rows of each batch as it is predicted, each process into its own part file; rank zero joins them in input
@@ -182,8 +181,7 @@ def _writer_class():
             if not isinstance(prediction, dict):
                 raise DlbenchError(f"{type(pl_module).__name__}.predict_step returned a {type(prediction).__name__}; "
                                    f"dlbench predict needs a dict of named outputs (see dlbench.data.predict).")
-            outputs = {k: v.detach().float().cpu() if isinstance(v, torch.Tensor) and v.is_floating_point()
-                       else v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in prediction.items()}
+            outputs = cpu_outputs(prediction)
             chosen = [self.examples[i] for i in batch_indices]
             rows = self.predictor.rows(outputs, [e for _, e in chosen], self.options, self.sink)
             for (order, _), row in zip(chosen, rows, strict=True):

@@ -9,7 +9,7 @@ from typing import Any
 import litserve as ls
 
 from dlbench.core.errors import DlbenchError
-from dlbench.data.predict import Example, InputError, Sink, Source
+from dlbench.data.predict import Example, InputError, Sink, Source, cpu_outputs
 
 
 class _Failed:
@@ -91,8 +91,7 @@ class RunAPI(ls.LitAPI):
             batch = _to(batch, self.device)
             with torch.inference_mode():
                 outputs = self.model.predict_step(batch, 0)
-            outputs = {k: v.detach().float().cpu() if isinstance(v, torch.Tensor) and v.is_floating_point()
-                       else v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in outputs.items()}
+            outputs = cpu_outputs(outputs)
             rows = self.predictor.rows(outputs, flat, self.options, Sink(None))
         answers: list[Any] = []
         for r in requests:

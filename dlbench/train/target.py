@@ -213,6 +213,12 @@ def resume_args(run_dir: str) -> tuple[list[str], str | None]:
     return ["--config", str(config), "--ckpt_path", str(last), "--trainer.logger", json.dumps(logger)], None
 
 
+def config_values(args: list[str]) -> list[str]:
+    """The files of every ``--config FILE`` / ``-c FILE`` of a command line, in order."""
+    return [v for i in range(len(args)) for flag in ("--config", "-c") for v, used in [_option_value(args, i, flag)]
+            if used]
+
+
 def _take_option(args: list[str], flag: str) -> tuple[str | None, list[str]]:
     """The value of the first ``flag VALUE`` / ``flag=VALUE`` in ``args``, and ``args`` without it."""
     for i in range(len(args)):
@@ -242,8 +248,7 @@ def run_args(subcommand: str, args: list[str]) -> list[str]:
         args = ["--config", str(run.config_file), *args]
     ckpt, rest = _take_option(args, "--ckpt_path")
     if run is None:
-        configs = [v for i in range(len(args)) for flag in ("--config", "-c")
-                   for v, used in [_option_value(args, i, flag)] if used]
+        configs = config_values(args)
         found = [r for r in map(RunDir.of_config, configs) if r is not None]
         run = found[-1] if found else None
     if run is not None and (ckpt in ("best", "last") or ckpt is None and run_dir is not None):
@@ -366,8 +371,7 @@ def evaluated_run(args: list[str]) -> Path | None:
     if ckpt and Path(ckpt).is_file():
         run = RunDir.of(ckpt)
         return run.path if run.config_file.is_file() else None
-    configs = [v for i in range(len(args)) for flag in ("--config", "-c")
-               for v, used in [_option_value(args, i, flag)] if used]
+    configs = config_values(args)
     found = [r for r in map(RunDir.of_config, configs) if r is not None]
     return found[-1].path if found else None
 
