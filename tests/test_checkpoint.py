@@ -57,8 +57,8 @@ def test_last_holds_the_final_epoch_and_shares_the_file_only_with_a_best_of_the_
                                                                                           best_epoch, linked):
     callback = _fit(tmp_path, scores)
     folder = tmp_path / "checkpoints"
-    assert sorted(p.name for p in folder.iterdir()) == sorted([f"best-epoch={best_epoch}.ckpt", "last.ckpt"])
-    last, best = folder / "last.ckpt", folder / f"best-epoch={best_epoch}.ckpt"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f"best-epoch={best_epoch + 1}.ckpt", "last.ckpt"])
+    last, best = folder / "last.ckpt", folder / f"best-epoch={best_epoch + 1}.ckpt"
     assert not last.is_symlink()
     assert _epoch(last) == 2 and _epoch(best) == best_epoch
     assert os.path.samefile(last, best) == linked
@@ -68,20 +68,20 @@ def test_last_holds_the_final_epoch_and_shares_the_file_only_with_a_best_of_the_
 def test_a_full_write_of_last_never_writes_through_into_the_best_file_it_shared(tmp_path):
     _fit(tmp_path, [3.0, 1.0, 2.0], plugins=[InPlaceIO()])  # epoch 1: best, last linked; epoch 2: last written
     folder = tmp_path / "checkpoints"
-    assert _epoch(folder / "best-epoch=1.ckpt") == 1 and _epoch(folder / "last.ckpt") == 2
-    assert not os.path.samefile(folder / "last.ckpt", folder / "best-epoch=1.ckpt")
+    assert _epoch(folder / "best-epoch=2.ckpt") == 1 and _epoch(folder / "last.ckpt") == 2
+    assert not os.path.samefile(folder / "last.ckpt", folder / "best-epoch=2.ckpt")
 
 
 def test_a_run_resumed_from_a_linked_last_keeps_writing_last_ckpt(tmp_path):
     _fit(tmp_path, [3.0, 2.0, 1.0, 0.5], epochs=1)  # one epoch: its best file is also last.ckpt
     folder = tmp_path / "checkpoints"
-    assert os.path.samefile(folder / "last.ckpt", folder / "best-epoch=0.ckpt")
+    assert os.path.samefile(folder / "last.ckpt", folder / "best-epoch=1.ckpt")
     callback = _fit(tmp_path, [3.0, 2.0, 1.0, 0.5, 4.0], ckpt_path=folder / "last.ckpt")
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["best-epoch=3.ckpt", "last.ckpt"], names  # no last-v1.ckpt, the old best removed
+    assert names == ["best-epoch=4.ckpt", "last.ckpt"], names  # no last-v1.ckpt, the old best removed
     last = folder / "last.ckpt"
-    assert _epoch(last) == 4 and not os.path.samefile(last, folder / "best-epoch=3.ckpt")
-    assert callback.best_model_path.endswith("best-epoch=3.ckpt")
+    assert _epoch(last) == 4 and not os.path.samefile(last, folder / "best-epoch=4.ckpt")
+    assert callback.best_model_path.endswith("best-epoch=4.ckpt")
 
 
 def test_where_hard_links_are_refused_last_is_written_in_full(tmp_path, monkeypatch):
@@ -92,8 +92,8 @@ def test_where_hard_links_are_refused_last_is_written_in_full(tmp_path, monkeypa
     _fit(tmp_path, [3.0, 2.0])
     folder = tmp_path / "checkpoints"
     last = folder / "last.ckpt"
-    assert _epoch(last) == 1 and not os.path.samefile(last, folder / "best-epoch=1.ckpt")
-    assert sorted(p.name for p in folder.iterdir()) == ["best-epoch=1.ckpt", "last.ckpt"]
+    assert _epoch(last) == 1 and not os.path.samefile(last, folder / "best-epoch=2.ckpt")
+    assert sorted(p.name for p in folder.iterdir()) == ["best-epoch=2.ckpt", "last.ckpt"]
 
 
 def test_inherited_per_batch_hooks_are_not_dispatched_and_defined_ones_still_run(tmp_path):
@@ -127,8 +127,8 @@ def test_background_writes_leave_the_same_files_as_writes_in_place(tmp_path, sco
 
     _fit(tmp_path, scores, plugins=[AtomicCheckpointIO(background=True)])
     folder = tmp_path / "checkpoints"
-    assert sorted(p.name for p in folder.iterdir()) == sorted([f"best-epoch={best_epoch}.ckpt", "last.ckpt"])
-    last, best = folder / "last.ckpt", folder / f"best-epoch={best_epoch}.ckpt"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f"best-epoch={best_epoch + 1}.ckpt", "last.ckpt"])
+    last, best = folder / "last.ckpt", folder / f"best-epoch={best_epoch + 1}.ckpt"
     assert _epoch(last) == 2 and _epoch(best) == best_epoch
     assert os.path.samefile(last, best) == linked
 
@@ -174,7 +174,7 @@ def test_the_callback_saves_in_the_background_and_a_save_asked_for_by_hand_is_in
     trainer.fit(Scripted([1.0]))
     trainer.save_checkpoint(tmp_path / "by_hand.ckpt")
     assert _epoch(tmp_path / "by_hand.ckpt") == 1  # there, whole, at once
-    assert writers["best-epoch=0"].startswith("dlbench-checkpoint")
+    assert writers["best-epoch=1"].startswith("dlbench-checkpoint")
     assert writers["by_hand"] == threading.current_thread().name
 
 

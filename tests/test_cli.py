@@ -45,7 +45,8 @@ def test_info_lists_arguments_and_data_source(tmp_path):
     result = dlbench("info", "lstm", cwd=tmp_path)
     assert result.returncode == 0
     out = result.stdout
-    assert "NOAA" in out and "public domain" in out and "val/rmse (min)" in out
+    assert "NOAA" in out and "public domain" in out and "val/rmse (lower is better)" in out
+    assert "score         test/rmse, against the baseline test/rmse_persistence (persistence" in out
     assert "--model.hidden_size" in out and "int" in out and "Units in each LSTM layer" in out
     assert "--data.window" in out and "[set from the data]" in out
 

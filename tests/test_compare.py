@@ -1,5 +1,6 @@
-"""``dlbench compare`` on real runs, as a user calls it: the table, its formats, sorting, filters, a plot, and runs
-that are damaged, empty, killed or still being written."""
+"""``dlbench compare`` on real runs, as a user calls it: the table, its formats, sorting, filters, a plot, an
+evaluation of a run, and runs that are damaged, empty, killed or still being written. At the scale of many runs:
+test_compare_layout.py."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import pytest
 from conftest import dlbench
+from test_compare_layout import NO_COLUMNS, column, parse_tables
 
 from dlbench.runs import Point, Run, read_scalars
-from dlbench.runs.compare import Filter, differing_hparams, select, sort_runs
+from dlbench.runs.compare import Filter, differing_hparams, group_runs, select, sort_runs
 
 TINY = ("--trainer.max_epochs", "2", "--model.num_layers", "1", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false")
@@ -81,35 +83,49 @@ def test_table_shows_only_the_differing_hyperparameters_best_run_first(runs):
     run_dirs = sorted((runs / "lightning_logs" / "lstm").iterdir())
     expected = sorted(run_dirs, key=_best)  # val/rmse: lower is better
 
-    lines = _compare(runs).stdout.splitlines()
-    header, rows = lines[0].split(), lines[2:]
-    assert "model/hidden_size" in header and "val/rmse" in lines[0] and "status" in header
-    for same in ("model/lr", "seed", "data/batch_size", "trainer/max_epochs", "model/num_layers"):
-        assert same not in header  # equal in both runs
-    assert [row.split()[0] for row in rows] == [f"lightning_logs/lstm/{d.name}" for d in expected]
-    col = header.index("model/hidden_size")
-    assert [int(row.split()[col]) for row in rows] == [_hidden(d) for d in expected]
-    assert all(row.split()[-1] == "finished" for row in rows)
+    result = dlbench("compare", cwd=runs, env=NO_COLUMNS, timeout=120)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert max(map(len, result.stdout.splitlines())) <= 100
+    (table,) = parse_tables(result.stdout)
+    assert table.heading == "sunspots · lstm · val/rmse, lower is better (2 runs)"
+    hidden = column(table, "model/hidden_size", "hidden_size")
+    for same in ("lr", "seed", "batch_size", "max_epochs", "num_layers", "target_mean", "target_std", "window"):
+        assert not any(t.endswith(same) for t in table.titles)  # equal in both runs, or derived from the data
+    assert [row["run"] for row in table.rows] == [f"lstm/{d.name}" for d in expected]
+    assert [int(row[hidden]) for row in table.rows] == [_hidden(d) for d in expected]
+    for row, d in zip(table.rows, expected, strict=True):
+        scalars = read_scalars(d)
+        assert float(row[column(table, "val/rmse ↓", "best ↓")]) == pytest.approx(_best(d), rel=1e-4)
+        assert float(row[column(table, "test/rmse", "test")]) == pytest.approx(scalars["test/rmse"][-1][1], rel=1e-4)
+        baseline = float(row[column(table, "persistence", "baseline")])
+        assert baseline == pytest.approx(scalars["test/rmse_persistence"][-1][1], rel=1e-4)
+        assert row["status"] == "finished" and table.under[row["run"]] == []
 
 
 def test_csv_json_and_markdown_carry_the_same_numbers(runs, compare):
-    run_dirs = {f"lightning_logs/lstm/{d.name}": d for d in (runs / "lightning_logs" / "lstm").iterdir()}
+    run_dirs = {f"lstm/{d.name}": d for d in (runs / "lightning_logs" / "lstm").iterdir()}
 
     rows = list(csv.DictReader(io.StringIO(compare(runs, "--format", "csv").stdout)))
     assert {r["run"] for r in rows} == set(run_dirs)
     for r in rows:
         d = run_dirs[r["run"]]
+        scalars = read_scalars(d)
+        assert r["path"] == f"lightning_logs/lstm/{d.name}" and r["group"] == "sunspots: val/rmse"
         assert float(r["best"]) == pytest.approx(_best(d), rel=1e-6)
-        assert float(r["final"]) == pytest.approx(read_scalars(d)["val/rmse"][-1][1], rel=1e-6)
+        assert float(r["final"]) == pytest.approx(scalars["val/rmse"][-1][1], rel=1e-6)
+        assert float(r["test"]) == pytest.approx(scalars["test/rmse"][-1][1], rel=1e-6)
+        assert float(r["baseline"]) == pytest.approx(scalars["test/rmse_persistence"][-1][1], rel=1e-6)
+        assert r["test_metric"] == "test/rmse" and r["baseline_label"].startswith("persistence")
         assert int(r["model/hidden_size"]) == _hidden(d) and r["plugin"] == "lstm" and r["status"] == "finished"
         assert int(r["epochs"]) == 2 and int(r["steps"]) > 0 and float(r["seconds"]) > 0
+        assert r["data"] == "sunspots" and r["evaluations"] == "0"
 
     records = json.loads(compare(runs, "--format", "json").stdout)
     assert [r["run"] for r in records] == [r["run"] for r in rows]  # same order in every format
     for rec in records:
         d = run_dirs[rec["run"]]
-        assert rec["monitor"] == "val/rmse" and rec["mode"] == "min" and rec["data"] == "SeriesDataModule"
-        assert rec["best"] == pytest.approx(_best(d), rel=1e-6)
+        assert rec["monitor"] == "val/rmse" and rec["mode"] == "min" and rec["data"] == "sunspots"
+        assert rec["best"] == pytest.approx(_best(d), rel=1e-6) and rec["evaluations"] == []
         assert rec["hparams"]["model/hidden_size"] == _hidden(d) and rec["hparams"]["seed"] == 42
         # The parameter count of the checkpoint equals the model's own.
         from dlbench_plugins.lstm.model import LSTMForecaster
@@ -121,7 +137,7 @@ def test_csv_json_and_markdown_carry_the_same_numbers(runs, compare):
     out = runs / "table.md"
     compare(runs, "--output", str(out))  # the format follows the suffix
     lines = out.read_text().splitlines()
-    assert lines[0].startswith("| run |") and set(lines[1]) <= set("|-:")
+    assert lines[0].startswith("| group | run |") and set(lines[1]) <= set("|-:")
     cells = [line.strip("|").split("|") for line in lines]
     assert len(lines) == 4 and all(len(c) == len(cells[0]) for c in cells)
 
@@ -138,11 +154,15 @@ def test_sort_by_any_scalar_and_filters(runs, compare):
 
     only = list(csv.DictReader(io.StringIO(compare(runs, "--filter", "model/hidden_size=16", "--format",
                                                     "csv").stdout)))
-    assert len(only) == 1 and _hidden(runs / only[0]["run"]) == 16
+    assert len(only) == 1 and _hidden(runs / only[0]["path"]) == 16
     others = compare(runs, "--filter", "plugin=lstm", "--filter", "model/hidden_size!=16", "--format", "json")
-    assert [_hidden(runs / r["run"]) for r in json.loads(others.stdout)] == [8]
+    assert [_hidden(runs / r["path"]) for r in json.loads(others.stdout)] == [8]
     either = compare(runs, "--filter", "model/hidden_size=8,16", "--filter", "run=*/version_*", "--format", "json")
     assert len(json.loads(either.stdout)) == 2
+    # A run by the name the table shows; the data by its name, not its class.
+    named = compare(runs, "--filter", f"run={only[0]['run']}", "--filter", "data=sunspots", "--format", "json")
+    assert [r["run"] for r in json.loads(named.stdout)] == [only[0]["run"]]
+    assert compare(runs, "--filter", "data=SeriesDataModule").stdout == ""
     none = compare(runs, "--filter", "plugin=cnn")
     assert none.stdout == "" and "no run matches plugin=cnn" in none.stderr
 
@@ -208,14 +228,20 @@ def test_damaged_empty_killed_and_running_runs_are_rows_with_their_status(runs, 
     assert records["version_0"]["best"] == pytest.approx(_best(good), rel=1e-6)
     assert records["version_1"]["hparams"]["plugin"] == "lstm"
 
-    table = compare(tmp_path, str(tmp_path / "logs")).stdout
-    assert "corrupt: events.out.tfevents" in table and "killed" in table and "empty" in table
+    text = compare(tmp_path, str(tmp_path / "logs")).stdout
+    rows = {row["run"]: (row["status"], table.under[row["run"]]) for table in parse_tables(text) for row in table.rows}
+    assert set(rows) == {f"lstm/version_{i}" for i in range(7)}
+    assert rows["lstm/version_1"][0] == "corrupt"  # and why, on the line under it
+    assert rows["lstm/version_1"][1][0].startswith(f"corrupt: {fit_events.name}")
+    assert rows["lstm/version_3"][0] == "killed" and "is gone" in rows["lstm/version_3"][1][0]
+    assert rows["lstm/version_5"] == ("empty", []) and rows["lstm/version_0"] == ("finished", [])
 
 
 def test_paths_may_name_runs_and_plugin_dirs_and_each_run_is_listed_once(runs, compare):
     lstm = runs / "lightning_logs" / "lstm"
     records = json.loads(compare(runs, str(lstm / "version_1"), str(lstm), "--format", "json").stdout)
-    assert sorted(r["run"] for r in records) == ["lightning_logs/lstm/version_0", "lightning_logs/lstm/version_1"]
+    assert sorted(r["path"] for r in records) == ["lightning_logs/lstm/version_0", "lightning_logs/lstm/version_1"]
+    assert sorted(r["run"] for r in records) == ["lstm/version_0", "lstm/version_1"]
     assert "nowhere does not exist" in compare(runs, "nowhere", code=2).stderr
 
 
@@ -251,6 +277,36 @@ def test_differences_and_order_across_plugins_of_different_metrics():
     assert differing_hparams([a, b, c, d]) == ["model/hidden_size", "data/batch_size"]
     # Each run by its own monitor, best first in that monitor's direction: accuracy up, RMSE down.
     assert [r.path.name for r in sort_runs([a, b, c, d], None)] == ["d", "c", "b", "a"]
+    assert [[r.path.name for r in g.runs] for g in group_runs(sort_runs([a, b, c, d], None))] == [["d", "c"],
+                                                                                                  ["b", "a"]]
     assert (c.best("val/acc").value, c.best("val/acc").step, c.final("val/acc").value) == (0.9, 1, 0.8)
     assert [r.path.name for r in select([a, b, c, d], [Filter.parse("model/hidden_size=16")])] == ["b"]
     assert [r.path.name for r in select([a, b, c, d], [Filter.parse("plugin!=lstm_*")])] == ["c", "d"]
+
+
+def test_values_linked_from_the_data_are_no_difference():
+    # lstm's spec links n_features, window, target_mean and target_std from its datamodule into the model.
+    e = _run("e", "lstm", "val/rmse", [3.0], **{"model/hidden_size": 8.0, "model/target_mean": 40.0,
+                                               "data/path": "a.csv"})
+    f = _run("f", "lstm", "val/rmse", [2.0], **{"model/hidden_size": 16.0, "model/target_mean": 41.5,
+                                               "data/path": "a.csv"})
+    assert differing_hparams([e, f]) == ["model/hidden_size"]
+    assert differing_hparams([e, f], derived=True) == ["model/hidden_size", "model/target_mean"]
+    assert e.data == f.data == "a.csv"  # an older run without the dataset hyperparameter: named by its file
+
+
+def test_an_evaluation_of_a_run_is_a_line_under_its_row(runs, tmp_path):
+    run = shutil.copytree(runs / "lightning_logs" / "lstm" / "version_0", tmp_path / "lightning_logs" / "lstm" /
+                          "version_0")
+    evaluation = dlbench("test", "--run", "lightning_logs/lstm/version_0", "--trainer.enable_progress_bar", "false",
+                         cwd=tmp_path, timeout=300)
+    assert evaluation.returncode == 0, evaluation.stderr
+    record = json.loads((run / "evaluations" / "test_0" / "evaluation.json").read_text())
+
+    result = dlbench("compare", cwd=tmp_path, env=NO_COLUMNS, timeout=120)
+    assert result.returncode == 0, result.stderr
+    (table,) = parse_tables(result.stdout)
+    assert [row["run"] for row in table.rows] == ["lstm/version_0"]
+    (line,) = table.under["lstm/version_0"]
+    assert line.startswith("test_0  test/rmse ") and f"({Path(record['checkpoint']).name})" in line
+    assert float(line.split()[2]) == pytest.approx(record["metrics"]["test/rmse"], rel=1e-4)

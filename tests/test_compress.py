@@ -4,6 +4,7 @@ checked on what it claims; bad input ends in one paragraph and exit code 2."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ from dlbench.testing import QUIET, using_log_root
 from dlbench.tools import compress
 
 FAST = ["--repeats", "5"]
-NO_BAR = ["--", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+NO_SUMMARY = ["--", "--trainer.enable_model_summary", "false"]
+"""The fine-tunes keep their epoch lines (stdout is not a terminal here): a person sees the training dlbench started."""
 
 
 def _fit(logs: Path, *args: str) -> Path:
@@ -50,9 +52,10 @@ def _table(output: Path) -> dict:
 def test_prune_is_an_ordinary_run_with_the_weights_really_zeroed(mlp_run, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert compress.run([str(mlp_run), "--method", "prune", "--amount", "0.5", "--epochs", "1", *FAST,
-                         *NO_BAR]) == 0
+                         *NO_SUMMARY]) == 0
     out = capsys.readouterr().out
     assert "non-zero params" in out and "\nbefore " in out and "\nafter " in out and "sparsity 50.0%" in out
+    assert re.search(r"^epoch 1/1  step \d+ ", out, re.MULTILINE), out
     run = mlp_run.parent / "pruned-version_0"
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     callbacks = [c["class_path"] for c in yaml.safe_load((run / "config.yaml").read_text())["trainer"]["callbacks"]]
@@ -111,8 +114,9 @@ def test_quantize_lstm_converts_the_recurrent_layer(lstm_run, tmp_path, capsys):
 
 def test_distill_a_smaller_student(mlp_run, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert compress.run([str(mlp_run), "--method", "distill", "--epochs", "3", *FAST, *NO_BAR,
+    assert compress.run([str(mlp_run), "--method", "distill", "--epochs", "3", *FAST, *NO_SUMMARY,
                          "--model.hidden_sizes", "[32]"]) == 0
+    assert [int(n) for n in re.findall(r"^epoch (\d)/3 ", capsys.readouterr().out, re.MULTILINE)] == [1, 2, 3]
     run = mlp_run.parent / "distilled-from-mlp-version_0"
     report = _table(run / "compress")
     teacher, student = report["before"], report["after"]

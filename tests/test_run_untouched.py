@@ -144,7 +144,8 @@ def test_reading_a_run_leaves_it_untouched(runs_root, kind, command):
         assert str(folder) in output or str(cwd / folder) in output, \
             f"the output does not name {folder}: {output[-1500:]}"
     if command == "compare":
-        (row,) = [line for line in result.stdout.splitlines() if line.startswith(str(RUN))]
+        (row,) = [line for line in result.stdout.splitlines()
+                  if line.startswith(str(RUN.relative_to("lightning_logs")))]
         assert row.split()[-1] == COMPARE_STATUS[kind], row
 
 

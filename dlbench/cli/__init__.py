@@ -17,7 +17,7 @@ import traceback
 from dlbench.core import registry
 from dlbench.core.conventions import DEBUG_ENV
 from dlbench.core.conventions import VERSION as __version__
-from dlbench.core.errors import DlbenchError
+from dlbench.core.errors import DlbenchError, Interrupted
 from dlbench.train.target import SUBCOMMANDS, debug_enabled, parse_target
 
 LIST_WIDTH = 100
@@ -152,8 +152,9 @@ def _parser() -> argparse.ArgumentParser:
 
     compare.add_arguments(sub.add_parser(
         "compare", prog="dlbench compare", help="compare runs in a table (and a plot)",
-        description="One row a run: differing hyperparameters, best and final monitor value, epochs, time, "
-                    "parameters, status; read back with TensorBoard's own reader."))
+        description="Runs grouped by dataset and monitor, best first: what was set differently, the best value, "
+                    "the test score beside its baseline, status and evaluations, fitted to the terminal; read back "
+                    "with TensorBoard's own reader."))
     bench.add_arguments(sub.add_parser(
         "bench", prog="dlbench bench", help="train models over seeds, then write a leaderboard",
         description="Train each model with each seed as an ordinary run, each in its own process, then write "
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     except DlbenchError as err:
         if debug:
             traceback.print_exc()
-        print(f"dlbench: error: {err}", file=sys.stderr)
+        print(f"dlbench: {err}" if isinstance(err, Interrupted) else f"dlbench: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("dlbench: interrupted.", file=sys.stderr)

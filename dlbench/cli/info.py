@@ -8,7 +8,7 @@ from typing import Any
 import docstring_parser
 
 from dlbench.core import registry
-from dlbench.core.spec import import_ref
+from dlbench.core.spec import baseline_label, import_ref
 
 
 def arguments(cls: type) -> list[tuple[str, str, str, str]]:
@@ -52,9 +52,13 @@ def describe(name: str) -> str:
         f"  data          {spec.datamodule}",
         f"  data kind     {spec.data_kind}",
         f"  default data  {spec.data_name}: {'GENERATED, ' if spec.generated_data else ''}{spec.data_source}",
-        f"  monitor       {spec.monitor} ({spec.mode})",
+        f"  monitor       {spec.monitor} ({'lower' if spec.mode == 'min' else 'higher'} is better)",
         f"  datasets      {', '.join(compatible) or '(none registered)'}  (--data NAME)",
     ]
+    if spec.score:
+        label = baseline_label(spec, spec.baseline)
+        against = f", against the baseline {spec.baseline} ({label})" if spec.baseline else ""
+        lines.insert(-1, f"  score         {spec.score}{against}")
     if spec.trainer_defaults:
         defaults = " ".join(f"--trainer.{k} {v}" for k, v in spec.trainer_defaults.items())
         lines.append(f"  trainer       {defaults}")

@@ -12,6 +12,14 @@ class DlbenchError(Exception):
         self.exit_code = exit_code
 
 
+class Interrupted(DlbenchError):
+    """The user stopped the command (Ctrl-C, SIGTERM): not a mistake. The message says what was kept and how to go on;
+    the command exits with 130, as a shell does for an interrupt."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=130)
+
+
 def first_line(err: BaseException) -> str:
     """``"Type: first line of the message"``, at most 300 characters of it: how a foreign exception is quoted in
     a one-paragraph error."""

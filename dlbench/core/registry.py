@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import Distribution, EntryPoint, distributions
+from pathlib import PurePath
 
 from dlbench.core.errors import DlbenchError
 from dlbench.core.spec import Dataset, Plugin
@@ -162,3 +163,27 @@ def entry_for_model_class(model_class_path: str) -> Entry | None:
         if e.spec is not None and e.spec.model.replace(":", ".") == model_class_path:
             return e
     return None
+
+
+def dataset_label(data_class: str, data_hparams: dict | None = None) -> str:
+    """How a person names a run's data: the file it read (``--data.path prices.csv`` -> ``prices.csv``), else the
+    registry name of the dataset or plugin whose datamodule it is (``sunspots``, ``mnist``), else the class's name.
+    ``data_class`` is a class path (``pkg.module.Class`` or ``pkg.module:Class``) or, from older runs, a bare class
+    name."""
+    path = (data_hparams or {}).get("path")
+    if isinstance(path, str) and path.strip():
+        return PurePath(path.strip()).name or path
+    wanted = data_class.replace(":", ".")
+    bare = "." not in wanted
+
+    def same(ref: str) -> bool:
+        ref = ref.replace(":", ".")
+        return ref.rpartition(".")[2] == wanted if bare else ref == wanted
+
+    for entry in entries(DATASETS):
+        if entry.spec is not None and same(entry.spec.datamodule):
+            return entry.name
+    for entry in entries(PLUGINS):
+        if entry.spec is not None and same(entry.spec.datamodule):
+            return entry.spec.data_name
+    return wanted.rpartition(".")[2]

@@ -129,6 +129,9 @@ class Plugin:
     baseline: str = ""
     """A logged metric of a trivial baseline on the same split (majority class, persistence, PCA, ...), which
     ``score`` must beat."""
+    baseline_label: str = ""
+    """What the baseline is, in a few words (``"majority class"``, ``"persistence: the last value repeated"``), for
+    the Results block and ``dlbench compare``; read from ``baseline``'s name when empty (:func:`baseline_label`)."""
 
     def __post_init__(self) -> None:
         _check_common("plugin", self.name, self.data_kind, {"model": self.model, "datamodule": self.datamodule})
@@ -147,3 +150,20 @@ class Plugin:
     def link_names(self) -> tuple[str, ...]:
         """Datamodule attributes this plugin's model receives (``links``, else those of its data kind)."""
         return self.links if self.links is not None else DATA_KINDS.get(self.data_kind, ())
+
+
+_BASELINE_WORDS = {"majority": "majority class", "persistence": "persistence", "pca": "PCA", "noise": "noise",
+                   "copy": "copying the input", "prior": "prior", "mean": "mean", "best_feature": "best single feature",
+                   "prevalence": "prevalence", "uniform": "uniform guess", "random": "random guess"}
+
+
+def baseline_label(plugin: Plugin | None, tag: str) -> str:
+    """What the baseline metric ``tag`` is, in words: the plugin's ``baseline_label`` for its own baseline, else read
+    from the tag's name (``test/acc_majority`` -> ``majority class``), else the tag itself."""
+    if plugin is not None and plugin.baseline_label and plugin.baseline.rpartition("/")[2] == tag.rpartition("/")[2]:
+        return plugin.baseline_label
+    name = tag.rpartition("/")[2]
+    for suffix, words in sorted(_BASELINE_WORDS.items(), key=lambda item: -len(item[0])):
+        if name.endswith("_" + suffix) or name.startswith(suffix + "_"):
+            return words
+    return tag

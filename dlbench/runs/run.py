@@ -1,24 +1,28 @@
 """Reading runs back: scalars, hyperparameters and status of run directories, through TensorBoard's own reader.
 
 A run directory is what ``dlbench fit`` writes, ``lightning_logs/<plugin>/version_N/``: event files, ``hparams.yaml``,
-``config.yaml``, ``status.json`` (see :class:`dlbench.train.callbacks.RunStatus`) and ``checkpoints/``. Reading imports
-TensorBoard but never torch; only :func:`checkpoint_params`, the fallback for runs that did not log their parameter
-count, loads torch.
+``config.yaml``, ``status.json`` (see :class:`dlbench.train.callbacks.RunStatus`), ``checkpoints/`` and, from
+``dlbench validate|test|predict --run``, ``evaluations/<stage>_N/`` (see
+:class:`dlbench.train.logger.EvaluationLogger`). Reading imports TensorBoard but never torch; only
+:func:`checkpoint_params`, the fallback for runs that did not log their parameter count, loads torch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import json
 import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from dlbench.core.conventions import (
+    CHECKPOINT_DIR,
     CONFIG_FILE,
     EVALUATIONS_DIR,
     EVENTS_PREFIX,
@@ -77,6 +81,50 @@ def _plugin_spec(name: str):  # -> dlbench.Plugin | None, without failing on unk
 
 
 @dataclass
+class Evaluation:
+    """One ``dlbench validate|test|predict`` of a run: ``RUN_DIR/evaluations/<stage>_N/`` (older layouts: a
+    ``version_N`` directory of its own, see :attr:`Run.evaluates`)."""
+
+    path: Path
+    stage: str
+    checkpoint: str | None = None
+    """The checkpoint it evaluated, as given on its command line."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The last value of every metric it logged."""
+    status: str = ""
+    """How it ended as Lightning said (``success``, ``failed``, ...); empty when it did not say."""
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def read_evaluation(folder: Path) -> Evaluation:
+    """``evaluation.json`` of an evaluation folder, else the last values of its ``metrics.csv`` (one that stopped
+    before it could write its record)."""
+    try:
+        record = json.loads((folder / "evaluation.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        record = {}
+    record = record if isinstance(record, dict) else {}
+    metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else _last_csv_values(folder)
+    return Evaluation(path=folder, stage=str(record.get("stage") or folder.name.rpartition("_")[0] or "evaluation"),
+                      checkpoint=record.get("checkpoint"), status=str(record.get("status") or ""),
+                      metrics={k: float(v) for k, v in metrics.items()
+                               if k not in ("epoch", "step") and isinstance(v, (int, float))})
+
+
+def _last_csv_values(folder: Path) -> dict[str, float]:
+    values: dict[str, float] = {}
+    with contextlib.suppress(OSError, UnicodeDecodeError, csv.Error), open(folder / "metrics.csv", newline="") as file:
+        for row in csv.DictReader(file):
+            for key, text in row.items():
+                with contextlib.suppress(TypeError, ValueError):  # an empty cell: not logged on this row
+                    values[key] = float(text)
+    return values
+
+
+@dataclass
 class Run:
     """One run directory read back: what it logged, how it was configured and how it ended."""
 
@@ -93,14 +141,36 @@ class Run:
     info: dict[str, Any] = field(default_factory=dict)
     """``status.json`` as written by :class:`dlbench.train.callbacks.RunStatus`."""
     config_monitor: str | None = None
+    evaluations: list[Evaluation] = field(default_factory=list)
+    """Its ``evaluations/<stage>_N`` folders, in order."""
+    evaluates: Path | None = None
+    """Older layouts only, where validate/test wrote a ``version_N`` of their own: the run directory whose checkpoint
+    this one evaluated (as its config named it: relative paths are relative to where the evaluation ran)."""
 
     @property
     def plugin(self) -> str:
         return str(self.hparams.get("plugin") or self.path.parent.name)
 
     @property
+    def spec(self):  # -> dlbench.Plugin | None: the plugin's spec when it is installed
+        return _plugin_spec(self.plugin)
+
+    @property
+    def linked_keys(self) -> set[str]:
+        """The model arguments its plugin links from the datamodule: sizes and statistics of the data, no settings."""
+        spec = self.spec
+        return {f"model/{name}" for name in spec.link_names} if spec is not None else set()
+
+    @property
     def data(self) -> str:
-        return str(self.hparams.get("data/class") or "").rpartition(".")[2]
+        """The dataset by the name a person knows it: its registry name (``sunspots``) or file (``prices.csv``)."""
+        if self.hparams.get("dataset"):
+            return str(self.hparams["dataset"])
+        from dlbench.core.registry import dataset_label
+
+        # Runs before the ``dataset`` hyperparameter: TensorBoard's HParams summary keeps None as the text "None".
+        data = {k[5:]: None if v == "None" else v for k, v in self.hparams.items() if k.startswith("data/")}
+        return dataset_label(str(self.hparams.get("data/class") or ""), data)
 
     @property
     def monitor(self) -> str | None:
@@ -108,7 +178,7 @@ class Run:
             return self.metrics[0]
         if self.config_monitor:
             return self.config_monitor
-        spec = _plugin_spec(self.plugin)
+        spec = self.spec
         return spec.monitor if spec is not None else None
 
     def mode(self, tag: str) -> str:
@@ -159,6 +229,14 @@ class Run:
     def logged_params(self) -> int | None:
         point = self.final(PARAMS_TAG)
         return int(point.value) if point is not None else None
+
+    def as_evaluation(self) -> Evaluation:
+        """This run, an evaluation written in the older layout (:attr:`evaluates`), as an :class:`Evaluation`."""
+        stages = {tag.partition("/")[0] for tag in self.scalars}
+        stage = "test" if "test" in stages else "validate" if "val" in stages else "evaluation"
+        checkpoint = _read_yaml(self.path / CONFIG_FILE).get("ckpt_path")
+        metrics = {tag: points[-1].value for tag, points in self.scalars.items() if points and tag != "epoch"}
+        return Evaluation(self.path, stage, checkpoint, metrics)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -224,7 +302,7 @@ class _DataLossLog(logging.Handler):
             self.damaged.setdefault(str(args[0]), message)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _capture_data_loss() -> Iterator[_DataLossLog]:
     logger = logging.getLogger("tensorboard")
     handler, level = _DataLossLog(), logger.level
@@ -317,18 +395,74 @@ def read_run(run_dir: str | Path) -> Run:
         run.hparams, run.metrics = _parse_hparams(contents)
     except Exception as err:  # a reader failure must never stop a table of many runs
         run.status, run.problem = "corrupt", f"{type(err).__name__}: {err}"
-    if not run.hparams and (path / "hparams.yaml").is_file():
-        run.hparams = _flatten(_read_yaml(path / "hparams.yaml"))
-    if not run.metrics and (path / "config.yaml").is_file():  # the monitor, for runs without an HParams summary
-        checkpoint_cfg = _read_yaml(path / "config.yaml").get("checkpoint")
-        if isinstance(checkpoint_cfg, dict) and isinstance(checkpoint_cfg.get("monitor"), str):
-            run.config_monitor = checkpoint_cfg["monitor"]
+    if not run.hparams and (path / HPARAMS_FILE).is_file():
+        run.hparams = _flatten(_read_yaml(path / HPARAMS_FILE))
+    config = _read_yaml(path / CONFIG_FILE) if (path / CONFIG_FILE).is_file() else {}
+    checkpoint_cfg = config.get("checkpoint")
+    if not run.metrics and isinstance(checkpoint_cfg, dict) and isinstance(checkpoint_cfg.get("monitor"), str):
+        run.config_monitor = checkpoint_cfg["monitor"]  # the monitor, for runs without an HParams summary
+    run.evaluates = _evaluated_run(path, config, run)
+    if run.evaluates is not None and run.status == "unknown":
+        run.status = "evaluation"
+    if (path / EVALUATIONS_DIR).is_dir():
+        run.evaluations = [read_evaluation(p) for p in sorted((path / EVALUATIONS_DIR).iterdir(), key=_natural)
+                           if p.is_dir()]
     if damaged and run.status != "running":  # a running run's last record may be half written: that is normal
         file, reason = next(iter(damaged.items()))
         run.status, run.problem = "corrupt", f"{Path(file).name}: {reason}"
     elif not run.scalars and not run.hparams and run.status == "unknown":
         run.status = "empty"
     return run
+
+
+def _evaluated_run(path: Path, config: dict, run: Run) -> Path | None:
+    """Older layouts wrote a validate/test as a ``version_N`` of its own: no status.json, no training scalars, and a
+    config whose ``ckpt_path`` lies in another run's ``checkpoints/``. That other run, else None."""
+    ckpt = config.get("ckpt_path")
+    if not isinstance(ckpt, str) or (path / STATUS_FILE).exists() or any(t.startswith("train/") for t in run.scalars):
+        return None
+    folder = Path(ckpt).parent
+    if folder.name != CHECKPOINT_DIR or folder.parent.resolve() == path.resolve():
+        return None
+    return folder.parent
+
+
+def loose_evaluations(paths: Iterable[str | Path]) -> list[Evaluation]:
+    """Evaluations written beside runs rather than inside one, under ``<log dir>/<plugin>/evaluations/`` (of a
+    checkpoint outside any run, or of a run directory that could not be written)."""
+    found: dict[Path, Evaluation] = {}
+    for given in paths:
+        for record in sorted(Path(given).glob(f"**/{EVALUATIONS_DIR}/**/evaluation.json"), key=_natural):
+            folder = record.parent.resolve()
+            holder = next(p for p in folder.parents if p.name == EVALUATIONS_DIR).parent
+            if folder not in found and not is_run_dir(holder):
+                found[folder] = read_evaluation(folder)
+    return list(found.values())
+
+
+def attach_evaluations(runs: list[Run], loose: Sequence[Evaluation] = ()) -> list[Run]:
+    """Evaluations go under the run they evaluated: an older layout's ``version_N`` evaluation (then no longer a run
+    of its own) and an evaluation written beside the runs, when that run is among ``runs``. Returns the runs left."""
+    by_path = {run.path.resolve(): run for run in runs}
+
+    def owner(run_dir: Path) -> Run | None:  # the evaluation may have run elsewhere: else match plugin/version_N
+        found = by_path.get(run_dir.resolve())
+        tail = [r for r in runs if r.path.parts[-2:] == run_dir.parts[-2:]] if found is None else [found]
+        return tail[0] if len(tail) == 1 else None
+
+    kept = []
+    for run in runs:
+        target = owner(run.evaluates) if run.evaluates is not None else None
+        if target is not None and target is not run and target.evaluates is None:
+            target.evaluations.append(run.as_evaluation())
+        else:
+            kept.append(run)
+    for evaluation in loose:
+        checkpoints = Path(evaluation.checkpoint or "").parent
+        target = owner(checkpoints.parent) if checkpoints.name == CHECKPOINT_DIR else None
+        if target is not None:
+            target.evaluations.append(evaluation)
+    return kept
 
 
 def checkpoint_params(run_dir: str | Path) -> int | None:

@@ -45,7 +45,7 @@ from lightning.pytorch.callbacks import Callback, ModelPruning
 from torch import nn
 
 from dlbench.core import registry
-from dlbench.core.errors import DlbenchError, first_line
+from dlbench.core.errors import DlbenchError, Interrupted, first_line
 from dlbench.core.options import parse_bool
 from dlbench.core.spec import import_class
 from dlbench.runs.trained import NotExportable, TrainedRun, check_fits, forward_inputs, load_checkpoint
@@ -405,7 +405,7 @@ def _fit(args: list[str], config: dict) -> Path:
         target = parse_target("fit", ["--config", str(path), *args])
         cli = make_cli(target, ["fit", *target.args])
     if cli.trainer.interrupted:
-        raise DlbenchError(f"training was interrupted; the run is in {cli.trainer.logger.log_dir}.", exit_code=130)
+        raise Interrupted(f"training was interrupted; the run is in {cli.trainer.logger.log_dir}.")
     return Path(cli.trainer.logger.log_dir)
 
 
@@ -453,7 +453,10 @@ def run_prune(args: argparse.Namespace, source: TrainedRun, checkpoint: dict) ->
                             {"class_path": "dlbench.tools.compress.OneShotPruning",
                              "init_args": {"amount": args.amount, "scope": args.scope}}]
     trainer["max_epochs"] = args.epochs or 3
-    trainer.pop("max_steps", None)
+    # The fine-tune is a training of its own: it shows its epochs and model line whatever the source run showed (a
+    # sweep trial runs without them); `-- --trainer.enable_progress_bar false` still turns them off.
+    for key in ("max_steps", "enable_progress_bar", "enable_model_summary"):
+        trainer.pop(key, None)
     config = {**config, "trainer": trainer, "ckpt_path": None}
     run_dir = _fit(args.fit_args, config)
     pruned = TrainedRun.open(run_dir)

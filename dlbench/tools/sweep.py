@@ -54,7 +54,7 @@ import yaml
 
 from dlbench.core import registry
 from dlbench.core.conventions import log_root
-from dlbench.core.errors import DlbenchError, first_line
+from dlbench.core.errors import DlbenchError, Interrupted, first_line
 from dlbench.core.spec import import_class, import_ref
 from dlbench.runs.directory import pid_alive
 
@@ -929,8 +929,8 @@ def run_sweep(sweep: Sweep) -> int:
     try:
         runner.run()
     except KeyboardInterrupt:
-        raise DlbenchError(f"sweep {sweep.name} interrupted; the trials that were running will run again. Continue "
-                           f"with the same command.", exit_code=130) from None
+        raise Interrupted(f"sweep {sweep.name} interrupted; the trials that were running will run again. Continue "
+                          f"with the same command.") from None
     text = summary(sweep, study)
     (sweep.directory / "summary.txt").write_text(text + "\n")
     picture = plot(sweep, study, sweep.directory / "sweep.png")

@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from weakref import proxy
 
@@ -94,12 +95,29 @@ class Checkpoint(ModelCheckpoint):
     it into the best file.
     """
 
+    resuming = False
+    """Set by ``dlbench fit --resume``: the directory holds the run's own checkpoints, which it continues."""
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if not self._every_n_train_steps and self._train_time_interval is None:
             # Lightning's per-batch hook only checks these two intervals: with neither set it does nothing, so it
             # is not dispatched on every batch.
             self.on_train_batch_end = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        with warnings.catch_warnings():
+            if self.resuming:  # a resume finds its own run's checkpoints there: nothing to warn of
+                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+            super().setup(trainer, pl_module, stage)
+
+    def format_checkpoint_name(self, metrics: dict, filename: str | None = None, ver: int | None = None,
+                               prefix: str | None = None) -> str:
+        # ``{epoch}`` in a file name counts from 1, as the epoch lines and "epoch 3/3" do: best-epoch=3 is the third
+        # epoch. (The checkpoint's own "epoch" field stays Lightning's 0-based counter; older names read the same.)
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, filename, ver, prefix)
 
     @property
     def state_key(self) -> str:

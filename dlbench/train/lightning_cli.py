@@ -16,7 +16,7 @@ from typing import Any, Literal
 import lightning as L
 import yaml
 from jsonargparse import ArgumentError
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -24,7 +24,8 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from dlbench.core.conventions import DEFAULT_SEED, using_log_root
 from dlbench.core.conventions import VERSION as __version__
-from dlbench.core.errors import DlbenchError
+from dlbench.core.errors import DlbenchError, Interrupted
+from dlbench.core.registry import dataset_label
 from dlbench.runs.trained import check_fits, load_checkpoint
 from dlbench.train.callbacks import (
     BestMetric,
@@ -41,6 +42,8 @@ from dlbench.train.logger import EvaluationLogger, RunLogger
 from dlbench.train.monitor import LearningRate, TrainingSpeed, WeightHistograms
 from dlbench.train.predictor_state import SavePredictor
 from dlbench.train.progress import progress_bar
+from dlbench.train.results import results_block, score_lines
+from dlbench.train.summary import ModelLine, SummaryMode
 from dlbench.train.target import (
     Target,
     argument_error_text,
@@ -52,17 +55,49 @@ from dlbench.train.target import (
 )
 from dlbench.train.trainer import DlbenchTrainer
 
+_QUIET = re.compile(r"^((GPU|TPU|HPU|IPU) available: False|Trainer already configured with model summary)")
+
 
 class _NoAdverts(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+        text = str(record.msg)
+        return not text.startswith("💡 Tip") and not _QUIET.match(text)
 
 
-# Lightning's rank-zero messages all go through one logger object; drop its advertisement for a cloud service.
-for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+# Lightning's rank-zero messages all go through one logger object; drop its advertisement for a cloud service and
+# its lines about accelerators the machine does not have ("TPU available: False" on a laptop), and its note that
+# dlbench's own summary callback took the place of its default one.
+_RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+for _name in _RANK_ZERO_LOGGERS:
     logging.getLogger(_name).addFilter(_NoAdverts())
 # "Seed set to 42" would come before a mistake's one-line message; the seed is logged with the run's hyperparameters.
 logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+
+
+_CHECKPOINT_LOADED = re.compile(r"^(Restoring states from|Loaded model weights from) the checkpoint")
+
+
+class _Drop(logging.Filter):
+    def __init__(self, pattern: re.Pattern) -> None:
+        super().__init__()
+        self.pattern = pattern
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.match(record.getMessage())
+
+
+@contextlib.contextmanager
+def _held(pattern: re.Pattern):
+    """Lightning's rank-zero messages matching ``pattern`` are dropped inside the block."""
+    drop = _Drop(pattern)
+    loggers = [logging.getLogger(name) for name in _RANK_ZERO_LOGGERS]
+    for log in loggers:
+        log.addFilter(drop)
+    try:
+        yield
+    finally:
+        for log in loggers:
+            log.removeFilter(drop)
 
 
 class RunConfig(SaveConfigCallback):
@@ -103,6 +138,9 @@ class DlbenchCLI(LightningCLI):
             "checkpoint.filename": "best-epoch={epoch}-step={step}",
             "checkpoint.auto_insert_metric_name": False,
         })
+        parser.add_argument("--summary", type=SummaryMode, default="line",
+                            help="fit only: the model when training starts, as one line (class, parameters, size, "
+                                 "FLOPs a sample), as Lightning's table of layers (full) or not at all (off)")
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint on the test split when training ends")
         parser.add_argument("--weight_histograms", type=int, default=0,
@@ -170,6 +208,8 @@ class DlbenchCLI(LightningCLI):
                 callbacks.append(progress_bar())
             return _trainer_or_error(super()._instantiate_trainer, config, callbacks)
         checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+        if isinstance(checkpoint, Checkpoint):
+            checkpoint.resuming = self.target.resuming
         if checkpoint is not None and checkpoint.monitor:
             callbacks.append(BestMetric(checkpoint.monitor, checkpoint.mode))
         callbacks += [FiniteLossGuard(), RunStatus(), GracefulStop(), RngState(), TrainingSpeed(), LearningRate(),
@@ -177,6 +217,9 @@ class DlbenchCLI(LightningCLI):
         if cfg.get("weight_histograms"):
             callbacks.append(WeightHistograms(every_n_epochs=cfg["weight_histograms"]))
         configured = config.get("callbacks") or []
+        if config.get("enable_model_summary") is not False and not any(
+                isinstance(c, ModelSummary) for c in [*configured, *callbacks]):
+            callbacks.append(ModelLine(cfg.get("summary") or "line"))
         wants_bar = config.get("enable_progress_bar", True) is not False
         if wants_bar and not any(isinstance(c, ProgressBar) for c in [*configured, *callbacks]):
             callbacks.append(progress_bar())
@@ -194,6 +237,8 @@ class DlbenchCLI(LightningCLI):
             "plugin": self.target.name,
             "plugin_dist": f"{self.target.dist} {self.target.dist_version}",
             "dlbench_version": __version__,
+            "dataset": dataset_label(f"{type(self.datamodule).__module__}.{type(self.datamodule).__qualname__}",
+                                     dict(self.datamodule.hparams_initial)) if self.datamodule is not None else "",
             "seed": config.get("seed_everything"),
             "model": {"class": type(self.model).__qualname__, **_public(self.model.hparams_initial)},
             "data": {"class": type(self.datamodule).__qualname__,
@@ -207,8 +252,25 @@ class DlbenchCLI(LightningCLI):
 
     before_validate = before_test = before_predict = _before
 
+    def _metrics(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+    def _print_results(self) -> None:
+        trainer = self.trainer
+        if not trainer.is_global_zero:
+            return
+        ckpt = trainer.checkpoint_callback
+        logger = trainer.logger
+        print(results_block(self.target.plugin, self._metrics(), ckpt.best_model_path if ckpt is not None else None,
+                            logger.log_dir if logger is not None else None,
+                            logger.save_dir if logger is not None else None), file=sys.stderr)
+
     def _after_evaluation(self) -> None:
         logger = self.trainer.logger
+        if self.subcommand == "test" and self.trainer.is_global_zero:
+            lines = score_lines(self.target.plugin, self._metrics())
+            if any(line.lstrip().startswith("verdict") for line in lines):
+                print("\n".join(lines[:3]), file=sys.stderr)
         if isinstance(logger, EvaluationLogger) and self.trainer.is_global_zero:
             source = f" of {self.target.evaluates}" if self.target.evaluates else ""
             print(f"dlbench: {self.subcommand}{source} written to {logger.log_dir} (evaluation.json, metrics.csv, "
@@ -275,7 +337,7 @@ class DlbenchCLI(LightningCLI):
         except (SIGTERMException, SystemExit, KeyboardInterrupt) as stop:
             if self.trainer.state.status != TrainerStatus.INTERRUPTED:
                 raise
-            raise DlbenchError(self._interrupted_message(), exit_code=130) from stop
+            raise Interrupted(self._interrupted_message()) from stop
         except NonFiniteLoss as err:
             ckpt = self.trainer.checkpoint_callback
             last = (ckpt.last_model_path or ckpt.best_model_path) if ckpt is not None else ""
@@ -298,8 +360,9 @@ class DlbenchCLI(LightningCLI):
         log_dir = self.trainer.logger.log_dir if self.trainer.logger is not None else None
         saved = f"; checkpoint saved to {stop.checkpoint_path}" if stop and stop.checkpoint_path else ""
         resume = f" Resume with: dlbench fit --resume {shlex.quote(str(log_dir))}" if log_dir and saved else ""
-        return (f"training interrupted at epoch {self.trainer.current_epoch}, step {self.trainer.global_step}"
-                f"{saved}.{resume}")
+        total = f"/{self.trainer.max_epochs}" if self.trainer.max_epochs and self.trainer.max_epochs > 0 else ""
+        return (f"training interrupted during epoch {self.trainer.current_epoch + 1}{total}, at step "
+                f"{self.trainer.global_step}{saved}.{resume}")
 
     def after_fit(self) -> None:
         config = self.config_init["fit"]
@@ -309,8 +372,9 @@ class DlbenchCLI(LightningCLI):
             return
         ckpt = "best" if (self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path) \
             else None
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
-        _print_summary(self.trainer)
+        with _held(_CHECKPOINT_LOADED):  # the Results block names the checkpoint the test used
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+        self._print_results()
 
 
 def _same_value(given: Any, saved: Any) -> bool:
@@ -409,20 +473,6 @@ def check_log_dir(trainer: L.Trainer) -> None:
 def _public(hparams: Any) -> dict[str, Any]:
     """Hyperparameters without LightningCLI's private bookkeeping keys (``_class_path``, ``_instantiator``)."""
     return {k: v for k, v in dict(hparams).items() if not k.startswith("_")}
-
-
-def _print_summary(trainer: L.Trainer) -> None:
-    if not trainer.is_global_zero:
-        return
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    lines = [f"  {k:<28} {v:.6g}" for k, v in sorted(metrics.items())]
-    ckpt = trainer.checkpoint_callback
-    if ckpt is not None and ckpt.best_model_path:
-        lines.append(f"  {'best checkpoint':<28} {ckpt.best_model_path}")
-    if trainer.logger is not None and trainer.logger.log_dir:
-        lines.append(f"  {'run directory':<28} {trainer.logger.log_dir}")
-        lines.append(f"  see it in TensorBoard:       tensorboard --logdir {shlex.quote(str(trainer.logger.save_dir))}")
-    print("\nResults\n" + "\n".join(lines), file=sys.stderr)
 
 
 def make_cli(target: Target, args: list[str], run: bool = True) -> DlbenchCLI:

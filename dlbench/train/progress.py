@@ -7,6 +7,7 @@ keeps Lightning's TQDM bar.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -23,6 +24,25 @@ PROGRESS = ("auto", "bar", "lines")
 
 _MACHINE_TAGS = ("train/epoch_seconds", "train/samples_per_second", "train/peak_memory_mb", "train/lr")
 """Logged by dlbench's monitors for TensorBoard; the line shows the epoch's time itself and keeps to the metrics."""
+
+
+_RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+class _HoldStopMessage(logging.Filter):
+    """Holds back Lightning's "`Trainer.fit` stopped: ..." line, which it logs before the last epoch's metrics are in,
+    so that it can follow that epoch's line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text.startswith("`Trainer.fit` stopped"):
+            self.held.append(text.replace("`Trainer.fit` stopped", "training stopped").replace("`", ""))
+            return False
+        return True
 
 
 def _number(value: Any) -> str:
@@ -43,6 +63,7 @@ class EpochLines(ProgressBar):
         self._started = 0.0
         self._pending: tuple[int, int, float] | None = None
         """(epoch, step, seconds) of an epoch that ended and whose line is not out yet."""
+        self._stop = _HoldStopMessage()
 
     def disable(self) -> None:
         self._enabled = False
@@ -62,6 +83,23 @@ class EpochLines(ProgressBar):
                 continue
             shown.append(f"{key} {_number(value)}")
         return "  ".join(shown)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop.held.clear()
+        for name in _RANK_ZERO_LOGGERS:
+            logging.getLogger(name).addFilter(self._stop)
+
+    def _release_stop_message(self, trainer: L.Trainer) -> None:
+        for name in _RANK_ZERO_LOGGERS:
+            logging.getLogger(name).removeFilter(self._stop)
+        for text in self._stop.held:
+            if trainer.is_global_zero:
+                print(text, file=sys.stderr, flush=True)
+        self._stop.held.clear()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run resumed from a checkpoint saved inside an epoch starts there, without on_train_epoch_start.
+        self._started = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush(trainer, pl_module)
@@ -83,9 +121,11 @@ class EpochLines(ProgressBar):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush(trainer, pl_module)
+        self._release_stop_message(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._flush(trainer, pl_module)
+        self._release_stop_message(trainer)
 
     def _stage_end(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, prefix: str) -> None:
         metrics = self._metrics(trainer, pl_module, (prefix,))

@@ -29,6 +29,7 @@ PLUGIN = Plugin(
                 "--data.num_test", "200", "--model.channels", "32"),
     score="test/acc",
     baseline="test/acc_majority",
+    baseline_label="majority class",
 )
 
 SYNTHETIC_SPEECH = Dataset(

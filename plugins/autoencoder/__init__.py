@@ -18,4 +18,5 @@ PLUGIN = Plugin(
     learn_args=("--trainer.max_epochs", "15"),
     score="test/mse",
     baseline="test/mse_pca",
+    baseline_label="PCA with as many components as the code",
 )

@@ -25,6 +25,7 @@ PLUGIN = Plugin(
                 "--data.num_test", "100", "--data.batch_size", "16"),
     score="test/map50",
     baseline="test/map50_prior",
+    baseline_label="each class's mean training box",
 )
 
 SHAPES = Dataset(

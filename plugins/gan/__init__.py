@@ -20,4 +20,5 @@ PLUGIN = Plugin(
     learn_args=("--trainer.max_epochs", "15"),
     score="test/fid",
     baseline="test/fid_noise",
+    baseline_label="uniform noise images",
 )

@@ -23,6 +23,7 @@ PLUGIN = Plugin(
     learn_args=("--trainer.max_epochs", "40"),
     score="test/acc",
     baseline="test/acc_majority",
+    baseline_label="majority class",
 )
 
 KARATE_CLUB = Dataset(

@@ -20,6 +20,7 @@ PLUGIN = Plugin(
     learn_args=("--trainer.max_epochs", "15"),
     score="test/rmse",
     baseline="test/rmse_persistence",
+    baseline_label="persistence: the last value repeated",
 )
 
 SUNSPOTS = Dataset(

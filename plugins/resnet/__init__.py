@@ -18,4 +18,5 @@ PLUGIN = Plugin(
     learn_args=("--trainer.max_epochs", "3", "--model.widths", "[8,16]", "--model.blocks", "[1,1]"),
     score="test/acc",
     baseline="test/acc_majority",
+    baseline_label="majority class",
 )

@@ -29,6 +29,7 @@ PLUGIN = Plugin(
     learn_args=("--data.n_pairs", "3000", "--trainer.max_epochs", "4", "--model.dropout", "0", "--model.lr", "3e-3"),
     score="test/bleu",
     baseline="test/bleu_copy",
+    baseline_label="copying the source sentence",
 )
 
 SYNTHETIC_TRANSLATION = Dataset(

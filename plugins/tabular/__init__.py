@@ -20,6 +20,7 @@ PLUGIN = Plugin(
     learn_args=("--trainer.max_epochs", "8"),
     score="test/auroc",
     baseline="test/auroc_best_feature",
+    baseline_label="the single best feature",
 )
 
 BREAST_CANCER = Dataset(

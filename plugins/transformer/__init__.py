@@ -32,6 +32,7 @@ PLUGIN = Plugin(
     learn_args=("--trainer.max_epochs", "3"),
     score="test/acc",
     baseline="test/acc_majority",
+    baseline_label="majority class",
 )
 
 SYNTHETIC_TEXT = Dataset(

@@ -19,4 +19,5 @@ PLUGIN = Plugin(
     learn_args=("--trainer.max_epochs", "20"),
     score="test/loss",
     baseline="test/recon_mean",
+    baseline_label="a code that carries no information",
 )

@@ -18,4 +18,5 @@ PLUGIN = Plugin(
     learn_args=("--trainer.max_epochs", "30"),
     score="test/acc",
     baseline="test/acc_majority",
+    baseline_label="majority class",
 )
